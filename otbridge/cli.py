@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -116,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=100)
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(handler=cmd_stack_logs)
+
+    # the OT half registers its own commands (`sim`, `connect`, `assets`); optional extras
+    for module in ("simulators.cli", "connectors.cli"):
+        try:
+            register = importlib.import_module(module).register
+        except ModuleNotFoundError as exc:
+            if exc.name not in (module, module.split(".")[0]):
+                raise
+            continue
+        register(sub)
 
     return parser
 

@@ -1,0 +1,37 @@
+"""Fixtures: the real local stack (started once per session if not already up), unique topics."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from otbridge import stack
+from otbridge.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def live_stack(settings: Settings) -> Iterator[Settings]:
+    """Kafka + registry + Flink, really started. Readiness comes from each service's health.
+
+    If the stack was already up it is left running; otherwise it is stopped at the end unless
+    OTBRIDGE_TEST_KEEP_STACK=1.
+    """
+    was_up = all(part["healthy"] for part in stack.status(settings).values())
+    stack.up(settings)
+    yield settings
+    if not was_up and os.environ.get("OTBRIDGE_TEST_KEEP_STACK") != "1":
+        stack.down(settings)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, subject and group names, so tests never collide."""
+    return uuid.uuid4().hex[:10]
