@@ -337,6 +337,11 @@ class Flink(Component):
         for jar in [*sorted((PYFLINK_HOME / "lib").glob("*.jar")), *connectors]:
             (lib / jar.name).symlink_to(jar)
 
+    def prepare_client(self) -> None:
+        """The `flink` client plans jobs with the same conf/ and lib/ as the cluster."""
+        if not (self.home / "lib").is_dir() or not (self.home / "conf").is_dir():
+            self.prepare()
+
     def script(self, name: str) -> str:
         return str(PYFLINK_HOME / "bin" / name)
 

@@ -1,0 +1,135 @@
+"""What every PyFlink job shares: Kafka/Avro table options from settings, SQL loading."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from string import Template
+
+from otbridge.registry import schema_text
+from otbridge.settings import Settings
+
+
+def sql_quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def with_options(options: Mapping[str, str]) -> str:
+    """A WITH (...) option list body: 'k' = 'v', one per line."""
+    return ",\n  ".join(f"{sql_quote(k)} = {sql_quote(v)}" for k, v in options.items())
+
+
+def _kafka_common(settings: Settings, topic: str) -> dict[str, str]:
+    opts = {"connector": "kafka", "topic": topic}
+    for key, value in settings.kafka.java().items():
+        opts[f"properties.{key}"] = value
+    return opts
+
+
+def _registry(settings: Settings, prefix: str, schema: str, subject: str | None) -> dict[str, str]:
+    reg = settings.registry
+    opts = {
+        f"{prefix}.format": "avro-confluent",
+        f"{prefix}.avro-confluent.url": reg.url,
+        f"{prefix}.avro-confluent.schema": schema_text(schema),
+    }
+    if subject:
+        opts[f"{prefix}.avro-confluent.subject"] = subject
+    if reg.basic_auth_username and reg.basic_auth_password:
+        opts[f"{prefix}.avro-confluent.basic-auth.credentials-source"] = "USER_INFO"
+        opts[f"{prefix}.avro-confluent.basic-auth.user-info"] = (
+            f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
+        )
+    return opts
+
+
+def kafka_avro_source(
+    settings: Settings, *, topic: str, schema: str, group_id: str, bounded: bool = False
+) -> str:
+    """Options of a Kafka table read as Avro (Confluent wire format) with a schema from schemas/."""
+    opts = _kafka_common(settings, topic)
+    opts |= {
+        "properties.group.id": group_id,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest",
+        "scan.topic-partition-discovery.interval": "60 s",
+    }
+    if bounded:
+        # stop at the offsets that exist when the job starts (tests, backfills, benchmarks)
+        opts["scan.bounded.mode"] = "latest-offset"
+    opts |= _registry(settings, "value", schema, None)
+    return with_options(opts)
+
+
+def kafka_avro_sink(
+    settings: Settings,
+    *,
+    topic: str,
+    schema: str,
+    key_field: str,
+    transactional_id_prefix: str | None,
+) -> str:
+    """Options of a Kafka table written as Avro; key = the raw UTF-8 `key_field` column.
+
+    With a transactional_id_prefix the sink is exactly-once (read with read_committed).
+    """
+    opts = _kafka_common(settings, topic)
+    opts |= {
+        "key.format": "raw",
+        "key.fields": key_field,
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    opts |= _registry(settings, "value", schema, f"{topic}-value")
+    if transactional_id_prefix:
+        opts |= {
+            "sink.delivery-guarantee": "exactly-once",
+            "sink.transactional-id-prefix": transactional_id_prefix,
+            # > checkpoint interval + restart time, < broker transaction.max.timeout.ms
+            "properties.transaction.timeout.ms": "600000",
+        }
+    else:
+        opts["sink.delivery-guarantee"] = "at-least-once"
+    return with_options(opts)
+
+
+def render_sql(path: Path, params: Mapping[str, str]) -> list[str]:
+    """Fill ${placeholders} in a .sql file and split it into statements (on ';' at line end)."""
+    text = Template(path.read_text()).substitute(params)
+    statements, current = [], []
+    for line in text.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statements.append("\n".join(current).rstrip().rstrip(";"))
+            current = []
+    if "".join(current).strip():
+        statements.append("\n".join(current))
+    return statements
+
+
+def job_arg_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--bounded",
+        action="store_true",
+        help="read only what is in the source topics when the job starts, then finish",
+    )
+    parser.add_argument("--name-suffix", default="", help="appended to topics' consumer group")
+    parser.add_argument(
+        "--topic", action="append", default=[], metavar="ROLE=TOPIC",
+        help="override a topic by role (e.g. readings=test.readings)",
+    )
+    return parser
+
+
+def topic_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        role, sep, topic = pair.partition("=")
+        if not sep or not topic:
+            raise SystemExit(f"--topic expects ROLE=TOPIC, got {pair!r}")
+        out[role] = topic
+    return out

@@ -1,0 +1,135 @@
+"""Submit PyFlink jobs to a Flink cluster and manage them through its REST API."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from otbridge import PROJECT_ROOT
+from otbridge.errors import ConfigError, OtbridgeError
+from otbridge.settings import Settings
+from otbridge.stack.components import Flink
+
+JOBS_DIR = PROJECT_ROOT / "jobs"
+TERMINAL = {"FINISHED", "FAILED", "CANCELED"}
+
+
+def available() -> list[str]:
+    return sorted(p.parent.name for p in JOBS_DIR.glob("*/job.py"))
+
+
+def job_path(name: str) -> Path:
+    path = JOBS_DIR / name / "job.py"
+    if not path.is_file():
+        raise ConfigError(f"no job named {name!r}; valid: {', '.join(available())}")
+    return path
+
+
+def submit(
+    settings: Settings,
+    name: str,
+    *,
+    jobmanager: str | None = None,
+    parallelism: int | None = None,
+    job_args: Sequence[str] = (),
+) -> str:
+    """Submit jobs/<name>/job.py, detached; returns the Flink job id.
+
+    Against the local stack the connector jars are already on the cluster's classpath; against
+    any other cluster they are shipped with the job (pipeline.jars).
+    """
+    job_path(name)  # validates the name
+    rest = urlparse(settings.flink.rest_url)
+    target = jobmanager or f"{rest.hostname}:{rest.port or 8081}"
+    flink = Flink(settings)
+    local = target == f"{settings.stack.host}:{settings.stack.flink_rest_port}"
+    cmd = [
+        "bash", flink.script("flink"), "run", "--detached",
+        "--jobmanager", target,
+        "-pyclientexec", sys.executable,
+        "-pyexec", sys.executable,
+        "-pyfs", str(PROJECT_ROOT / "jobs"),
+        "-pym", f"jobs.{name}.job",
+    ]
+    if parallelism:
+        cmd[3:3] = ["--parallelism", str(parallelism)]
+    if not local:
+        jars = sorted((settings.stack.lib_dir / "flink").glob("*.jar"))
+        cmd[3:3] = ["-D", "pipeline.jars=" + ";".join(f"file://{j}" for j in jars)]
+    flink.prepare_client()
+    result = subprocess.run(
+        [*cmd, *job_args], capture_output=True, text=True, env=flink.env(), cwd=PROJECT_ROOT
+    )
+    match = re.search(r"JobID ([0-9a-f]{32})", result.stdout + result.stderr)
+    if result.returncode != 0 or not match:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+        raise OtbridgeError(f"submitting job {name!r} to {target} failed:\n{tail}")
+    return match.group(1)
+
+
+def _rest(settings: Settings, jobmanager: str | None) -> str:
+    return f"http://{jobmanager}" if jobmanager else settings.flink.rest_url
+
+
+def list_jobs(settings: Settings, jobmanager: str | None = None) -> list[dict[str, Any]]:
+    resp = httpx.get(f"{_rest(settings, jobmanager)}/jobs/overview", timeout=10)
+    resp.raise_for_status()
+    jobs: list[dict[str, Any]] = resp.json()["jobs"]
+    return sorted(jobs, key=lambda j: j["start-time"])
+
+
+def job(settings: Settings, job_id: str, jobmanager: str | None = None) -> dict[str, Any]:
+    resp = httpx.get(f"{_rest(settings, jobmanager)}/jobs/{job_id}", timeout=10)
+    resp.raise_for_status()
+    detail: dict[str, Any] = resp.json()
+    return detail
+
+
+def cancel(settings: Settings, name_or_id: str, jobmanager: str | None = None) -> list[str]:
+    """Cancel running jobs whose id is name_or_id or whose name is otbridge-<name_or_id>."""
+    wanted = {name_or_id, f"otbridge-{name_or_id}"}
+    ids = [
+        j["jid"]
+        for j in list_jobs(settings, jobmanager)
+        if j["state"] not in TERMINAL and (j["jid"] in wanted or j["name"] in wanted)
+    ]
+    for jid in ids:
+        resp = httpx.patch(
+            f"{_rest(settings, jobmanager)}/jobs/{jid}", params={"mode": "cancel"}, timeout=10
+        )
+        resp.raise_for_status()
+    return ids
+
+
+def wait_for_state(
+    settings: Settings, job_id: str, states: set[str], *, timeout_s: float = 120
+) -> str:
+    """Wait until the job is in one of `states`; fail early if it ends in another."""
+    deadline = time.monotonic() + timeout_s
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        state = job(settings, job_id)["state"]
+        if state in states:
+            return state
+        if state in TERMINAL:
+            break
+        time.sleep(0.5)
+    exc = _root_exception(settings, job_id)
+    raise OtbridgeError(f"job {job_id} is {state}, expected {sorted(states)}{exc}")
+
+
+def _root_exception(settings: Settings, job_id: str) -> str:
+    try:
+        resp = httpx.get(f"{settings.flink.rest_url}/jobs/{job_id}/exceptions", timeout=10)
+        root = resp.json().get("exceptionHistory", {}).get("entries", [])
+        return f"\n{root[0]['stacktrace'][:3000]}" if root else ""
+    except (httpx.HTTPError, ValueError, KeyError):
+        return ""
