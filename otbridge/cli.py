@@ -70,7 +70,8 @@ def cmd_stack_logs(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"no log yet: {', '.join(missing)}", file=sys.stderr)
         return 1
-    cmd = ["tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [str(f) for f in files]
+    follow = ["-F"] if args.follow else []
+    cmd = ["tail", "-n", str(args.lines), *follow, *(str(f) for f in files)]
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:

@@ -39,7 +39,8 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka.librdkafka())
+    conf: dict[str, str | int | float | bool] = {**settings.kafka.librdkafka()}
+    return AdminClient(conf)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
 import pyflink
+
 from otbridge import PROJECT_ROOT
 from otbridge.errors import StackError
 from otbridge.settings import Settings

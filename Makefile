@@ -1,0 +1,50 @@
+# otbridge — the targets a newcomer can guess. Every target does the setup it needs, once.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup system-tools demo test lint bench up down status clean
+
+## setup: virtualenv + pinned Python deps, and the stack's Java artifacts (mvn); idempotent
+setup: $(INSTALLED) system-tools
+	@$(BIN)/otbridge stack fetch
+
+# outside clients the tests read the simulators with (Debian's mbpoll); installed when we can
+system-tools:
+	@command -v mbpoll >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq mbpoll; } >/dev/null 2>&1; } || \
+	  echo "note: mbpoll is not installed (apt-get install mbpoll); the outside-client test needs it"
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[modbus,opcua,ui,dev]'
+	@touch $@
+
+## demo: the plant end to end on the local stack
+demo: setup
+	$(BIN)/otbridge demo $(DEMO_ARGS)
+
+## test: every test, against the real stack (started if not running, stopped after)
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check otbridge connectors simulators jobs tests
+	$(BIN)/mypy otbridge
+
+up: setup
+	$(BIN)/otbridge stack up
+
+down: $(INSTALLED)
+	$(BIN)/otbridge stack down
+
+status: $(INSTALLED)
+	$(BIN)/otbridge stack status
+
+## clean: stop the stack and remove the state folder (topics, schemas, logs, fetched jars)
+clean: down
+	rm -rf .otbridge

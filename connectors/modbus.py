@@ -1,0 +1,253 @@
+"""Modbus TCP source connector: poll register maps, emit one Reading per tag per poll.
+
+One asyncio client per device (a Modbus TCP connection cannot pipeline requests), all
+devices polled concurrently on one event loop. Reads are batched by `registers.plan_reads`.
+A device that times out or drops the connection gets BAD readings (value null) for all its
+tags every poll interval while it is down, and is reconnected with exponential backoff and
+jitter in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from connectors.config import ModbusConfig, ModbusDevice, ModbusTag, ReconnectPolicy
+from connectors.registers import BIT_KINDS, ReadBlock, plan_reads
+from connectors.runner import run_connector, sleep_until
+from connectors.sink import Counters, Quality, ReadingSink, Sample, utc_now
+from otbridge.errors import MissingExtraError
+from otbridge.settings import Settings
+
+try:
+    from pymodbus.client import AsyncModbusTcpClient
+    from pymodbus.exceptions import ModbusException
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+    raise MissingExtraError("pymodbus", "modbus") from exc
+
+log = logging.getLogger(__name__)
+
+READ_ERRORS = (ModbusException, OSError, TimeoutError)
+
+
+class DevicePoller:
+    """Polls one device at a fixed rate; owns its client and its reconnect loop."""
+
+    def __init__(
+        self,
+        device: ModbusDevice,
+        sink: ReadingSink,
+        counters: Counters,
+        *,
+        reconnect: ReconnectPolicy,
+        rng: random.Random,
+    ) -> None:
+        self.device = device
+        self.sink = sink
+        self.counters = counters
+        self.policy = reconnect
+        self.rng = rng
+        self.blocks = plan_reads(
+            device.tags,
+            max_registers=device.max_registers_per_read,
+            max_bits=device.max_bits_per_read,
+            max_gap=device.max_gap,
+        )
+        self.client = AsyncModbusTcpClient(
+            device.host,
+            port=device.port,
+            name=device.name,
+            timeout=device.timeout_s,
+            retries=device.retries,
+            reconnect_delay=0,  # we reconnect ourselves, with jitter, while emitting BAD
+        )
+        self.up = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        # bounds one request even if the library's own timeout misbehaves
+        self._request_timeout_s = device.timeout_s * (device.retries + 1) + 1.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        plan = ", ".join(f"{b.kind} {b.address}+{b.count}" for b in self.blocks)
+        log.info(
+            "%s: %s, %d tags in %d reads per poll (%s), every %.3g s",
+            self.device.name,
+            self.device.source,
+            len(self.device.tags),
+            len(self.blocks),
+            plan,
+            self.device.poll_interval_s,
+        )
+        self.up = await self._connect()
+        if not self.up:
+            log.warning("%s: cannot connect to %s", self.device.name, self.device.source)
+        interval = self.device.poll_interval_s
+        next_tick = loop.time()
+        try:
+            while not stop.is_set():
+                if self.up:
+                    await self.poll_once()
+                else:
+                    self._emit_bad(self.device.tags)
+                    self._ensure_reconnecting(stop)
+                self.sink.poll()
+                next_tick += interval
+                now = loop.time()
+                if next_tick < now:  # overran: skip the missed ticks rather than burst
+                    missed = int((now - next_tick) // interval) + 1
+                    next_tick += missed * interval
+                    log.debug("%s: poll overran by %d interval(s)", self.device.name, missed)
+                if await sleep_until(stop, next_tick):
+                    break
+        finally:
+            if self._reconnecting is not None:
+                self._reconnecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reconnecting
+            self.client.close()
+
+    async def poll_once(self) -> None:
+        """Read every block once and emit one sample per tag (BAD for what could not be read)."""
+        results: dict[tuple[str, str], tuple[float | None, Any]] = {}
+        for i, block in enumerate(self.blocks):
+            try:
+                response = await asyncio.wait_for(self._read(block), self._request_timeout_s)
+            except READ_ERRORS as exc:
+                self.counters.errors += 1
+                log.warning(
+                    "%s: %s read at %d failed, device down: %s",
+                    self.device.name,
+                    block.kind,
+                    block.address,
+                    exc,
+                )
+                self._mark_down()
+                now = utc_now()
+                for later in self.blocks[i:]:
+                    for tag in later.tags:
+                        results[(tag.asset, tag.tag)] = (None, now)
+                break
+            now = utc_now()
+            if response.isError():
+                self.counters.errors += 1
+                log.warning(
+                    "%s: %s read %d+%d answered with exception code %s",
+                    self.device.name,
+                    block.kind,
+                    block.address,
+                    block.count,
+                    getattr(response, "exception_code", "?"),
+                )
+                for tag in block.tags:
+                    results[(tag.asset, tag.tag)] = (None, now)
+                continue
+            values = response.bits if block.kind in BIT_KINDS else response.registers
+            for tag, value in block.decode(values):
+                results[(tag.asset, tag.tag)] = (value, now)
+        for tag in self.device.tags:
+            value, ts = results[(tag.asset, tag.tag)]
+            quality = Quality.GOOD if value is not None else Quality.BAD
+            self.sink.emit(self._sample(tag, value, quality, ts))
+
+    def _read(self, block: ReadBlock) -> Any:
+        read = {
+            "holding": self.client.read_holding_registers,
+            "input": self.client.read_input_registers,
+            "coil": self.client.read_coils,
+            "discrete": self.client.read_discrete_inputs,
+        }[block.kind]
+        return read(block.address, count=block.count, device_id=self.device.unit_id)
+
+    def _sample(self, tag: ModbusTag, value: float | None, quality: Quality, ts: Any) -> Sample:
+        return Sample(
+            asset=tag.asset,
+            tag=tag.tag,
+            value=value,
+            quality=quality,
+            source_ts=ts,
+            source=self.device.source,
+            unit=tag.unit,
+        )
+
+    def _emit_bad(self, tags: list[ModbusTag]) -> None:
+        now = utc_now()
+        for tag in tags:
+            self.sink.emit(self._sample(tag, None, Quality.BAD, now))
+
+    def _mark_down(self) -> None:
+        self.up = False
+        self.client.close()
+
+    async def _connect(self) -> bool:
+        try:
+            ok = await asyncio.wait_for(self.client.connect(), self.device.timeout_s + 1.0)
+        except READ_ERRORS:
+            ok = False
+        if not ok:
+            self.client.close()
+        return bool(ok)
+
+    def _ensure_reconnecting(self, stop: asyncio.Event) -> None:
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.create_task(
+                self._reconnect(stop), name=f"reconnect {self.device.name}"
+            )
+
+    async def _reconnect(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while not stop.is_set():
+            delay = self.policy.delay_s(attempt, self.rng.random())
+            if await sleep_until(stop, loop.time() + delay):
+                return
+            if await self._connect():
+                self.counters.reconnects += 1
+                log.info(
+                    "%s: reconnected to %s after %d attempt(s)",
+                    self.device.name,
+                    self.device.source,
+                    attempt + 1,
+                )
+                self.up = True
+                return
+            attempt += 1
+            log.debug("%s: reconnect attempt %d failed", self.device.name, attempt)
+
+
+class ModbusConnector:
+    def __init__(
+        self,
+        config: ModbusConfig,
+        sink: ReadingSink,
+        counters: Counters,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        rng = rng or random.Random()
+        self.pollers = [
+            DevicePoller(device, sink, counters, reconnect=config.reconnect, rng=rng)
+            for device in config.devices
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(poller.run(stop) for poller in self.pollers))
+
+
+async def run(
+    config: ModbusConfig,
+    settings: Settings,
+    *,
+    max_readings: int | None = None,
+    duration_s: float | None = None,
+) -> int:
+    """Run the Modbus connector of `config` until a signal, a limit or the duration."""
+    return await run_connector(
+        config,
+        settings,
+        lambda sink, counters: ModbusConnector(config, sink, counters),
+        max_readings=max_readings,
+        duration_s=duration_s,
+    )
