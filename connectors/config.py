@@ -273,6 +273,9 @@ class OpcUaSecurity(Model):
     server_certificate: Path = Field(
         description="the server's certificate, pinned: without it nothing checks the server"
     )
+    application_uri: str | None = Field(
+        None, description="the client's application URI; must match the certificate's"
+    )
 
     @model_validator(mode="after")
     def _files_exist(self) -> OpcUaSecurity:
