@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
 from otbridge.registry import schema_text
 from otbridge.settings import Settings
+
+if TYPE_CHECKING:
+    from pyflink.table import StatementSet, TableEnvironment
 
 
 def sql_quote(text: str) -> str:
@@ -60,6 +64,27 @@ def kafka_avro_source(
         # stop at the offsets that exist when the job starts (tests, backfills, benchmarks)
         opts["scan.bounded.mode"] = "latest-offset"
     opts |= _registry(settings, "value", schema, None)
+    return with_options(opts)
+
+
+def kafka_raw_source(
+    settings: Settings, *, topic: str, group_id: str, bounded: bool = False
+) -> str:
+    """Options of a Kafka table read as raw key and value bytes (decoded by the job itself)."""
+    opts = _kafka_common(settings, topic)
+    opts |= {
+        "properties.group.id": group_id,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest",
+        "scan.topic-partition-discovery.interval": "60 s",
+        "key.format": "raw",
+        "key.fields": "msg_key",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    if bounded:
+        opts["scan.bounded.mode"] = "latest-offset"
     return with_options(opts)
 
 
@@ -117,12 +142,53 @@ def job_arg_parser(description: str) -> argparse.ArgumentParser:
         action="store_true",
         help="read only what is in the source topics when the job starts, then finish",
     )
-    parser.add_argument("--name-suffix", default="", help="appended to topics' consumer group")
+    parser.add_argument(
+        "--name-suffix", default="", help="appended to the job name, consumer group and "
+        "transactional id (to run a second copy side by side)"
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="block until the job ends (local mini-cluster runs)"
+    )
     parser.add_argument(
         "--topic", action="append", default=[], metavar="ROLE=TOPIC",
         help="override a topic by role (e.g. readings=test.readings)",
     )
     return parser
+
+
+def create_table_env(job_name: str, *, idle_timeout_s: int = 30) -> TableEnvironment:
+    """A streaming TableEnvironment set up the way every otbridge job runs."""
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    config = t_env.get_config()
+    config.set("table.local-time-zone", "UTC")
+    config.set("pipeline.name", job_name)
+    # quiet partitions (a device that stopped sending) must not stall everyone's windows
+    config.set("table.exec.source.idle-timeout", f"{idle_timeout_s} s")
+    return t_env
+
+
+def run_job(name: str, build: Callable[..., StatementSet], argv: Sequence[str] | None,
+            description: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None
+            ) -> int:
+    """The `main` of a job: parse common flags, build against settings, submit/execute."""
+    from otbridge.settings import load_settings
+
+    parser = job_arg_parser(description)
+    if add_args:
+        add_args(parser)
+    args = parser.parse_args(argv)
+    extra = {k: v for k, v in vars(args).items() if k not in ("bounded", "name_suffix", "topic", "wait")}
+    t_env = create_table_env(f"otbridge-{name}{args.name_suffix}")
+    stmt_set = build(
+        t_env, load_settings(), topics=topic_overrides(args.topic), bounded=args.bounded,
+        group_suffix=args.name_suffix, **extra,
+    )
+    result = stmt_set.execute()
+    if args.wait:
+        result.wait()
+    return 0
 
 
 def topic_overrides(pairs: Sequence[str]) -> dict[str, str]:

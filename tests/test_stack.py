@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.serialization import MessageField, SerializationContext
+import kafkahelp as kh
 
 from otbridge import jobs
-from otbridge.kafka import TopicSpec, consumer_config, ensure_topics, producer_config
-from otbridge.registry import deserializer, registry_client, serializer
+from otbridge.kafka import TopicSpec, ensure_topics
+from otbridge.registry import registry_client
 from otbridge.settings import Settings
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -20,44 +19,15 @@ T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 def reading(asset: str, tag: str, value: float | None, second: float, *, seq: int,
             quality: str = "GOOD") -> dict[str, object]:
-    ts = int(T0.timestamp() * 1000 + second * 1000)
-    return {
-        "asset": asset, "tag": tag, "value": value, "text": None, "unit": "degC",
-        "quality": quality, "source_ts": ts, "ingest_ts": ts + 5,
-        "source": "modbus://127.0.0.1:5020/1", "seq": seq, "connector": "test",
-    }
+    return kh.reading(asset, tag, value, T0 + timedelta(seconds=second), seq=seq, quality=quality)
 
 
-def produce(settings: Settings, topic: str, schema: str, records: list[dict[str, object]],
-            key: str = "asset") -> None:
-    ser = serializer(registry_client(settings), schema)
-    producer = Producer(producer_config(settings))
-    for rec in records:
-        producer.produce(
-            topic, key=str(rec[key]).encode(),
-            value=ser(rec, SerializationContext(topic, MessageField.VALUE)),
-        )
-    assert producer.flush(30) == 0
+def produce(settings: Settings, topic: str, schema: str, records: list[dict[str, object]]) -> None:
+    kh.produce(settings, topic, schema, records)
 
 
-def consume_all(settings: Settings, topic: str, expected: int, timeout_s: float = 60):
-    de = deserializer(registry_client(settings))
-    consumer = Consumer(consumer_config(settings, f"test-{topic}"))
-    consumer.subscribe([topic])
-    out = []
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            out.append((msg.key(), de(msg.value(), SerializationContext(topic, MessageField.VALUE)),
-                        msg.value()))
-    finally:
-        consumer.close()
-    return out
+def consume_all(settings: Settings, topic: str, expected: int):
+    return kh.consume(settings, topic, expected)
 
 
 def test_avro_round_trip_through_kafka_and_registry(live_stack: Settings, unique: str) -> None:

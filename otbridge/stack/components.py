@@ -334,7 +334,10 @@ class Flink(Component):
                 f"flink: connector jars missing in {self.stack.lib_dir / 'flink'}; "
                 "run `otbridge stack fetch`"
             )
-        for jar in [*sorted((PYFLINK_HOME / "lib").glob("*.jar")), *connectors]:
+        # flink-python on the cluster classpath (not per job): pemja's native library can be
+        # loaded once per JVM only, so a second Python job in the same TaskManager would fail
+        python_jar = sorted((PYFLINK_HOME / "opt").glob("flink-python-*.jar"))
+        for jar in [*sorted((PYFLINK_HOME / "lib").glob("*.jar")), *python_jar, *connectors]:
             (lib / jar.name).symlink_to(jar)
 
     def prepare_client(self) -> None:

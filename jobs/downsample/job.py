@@ -1,0 +1,61 @@
+"""downsample: iiot.readings -> iiot.readings.1m and iiot.readings.1h (cold storage)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyflink.table import StatementSet, TableEnvironment
+
+from jobs.common.readings import register_readings
+from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
+from otbridge.settings import Settings
+
+NAME = "downsample"
+SQL = Path(__file__).with_name("downsample.sql")
+
+
+def build(
+    t_env: TableEnvironment,
+    settings: Settings,
+    *,
+    topics: dict[str, str] | None = None,
+    bounded: bool = False,
+    group_suffix: str = "",
+    minute_window_s: int = 60,
+    hour_window_s: int = 3600,
+) -> StatementSet:
+    topics = topics or {}
+    t = settings.topics
+    stmt_set = t_env.create_statement_set()
+    register_readings(
+        t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
+        dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
+    )
+
+    def sink(topic: str) -> str:
+        return kafka_avro_sink(
+            settings, topic=topic, schema="ReadingAggregate", key_field="msg_key",
+            transactional_id_prefix=f"otbridge-{NAME}{group_suffix}-{topic}",
+        )
+
+    params = {
+        "sink_1m": sink(topics.get("readings_1m", t.readings_1m)),
+        "sink_1h": sink(topics.get("readings_1h", t.readings_1h)),
+        "minute_window_s": str(minute_window_s),
+        "hour_window_s": str(hour_window_s),
+    }
+    *ddl, insert_1m, insert_1h = render_sql(SQL, params)
+    for statement in ddl:
+        t_env.execute_sql(statement)
+    stmt_set.add_insert_sql(insert_1m)
+    stmt_set.add_insert_sql(insert_1h)
+    return stmt_set
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job(NAME, build, argv, __doc__ or NAME)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
