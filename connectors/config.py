@@ -7,6 +7,7 @@ the bad value and what would be valid.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -53,7 +54,9 @@ Name = Annotated[str, Field(pattern=NAME_RE, max_length=100)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 RegisterKind = Literal["holding", "input", "coil", "discrete"]
-DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "bool"]
+DataType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool"
+]
 Order = Literal["big", "little"]
 
 
@@ -128,7 +131,7 @@ class ModbusTag(Model):
     asset: AssetPath
     tag: TagName
     unit: str | None = None
-    register: RegisterKind
+    kind: RegisterKind = Field(alias="register")  # `register` would shadow ABC.register
     address: int = Field(ge=0, le=65535)
     data_type: DataType
     byte_order: Order = Field("big", description="byte order within each 16-bit register")
@@ -146,15 +149,15 @@ class ModbusTag(Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusTag:
-        if self.register in ("coil", "discrete") and self.data_type != "bool":
+        if self.kind in ("coil", "discrete") and self.data_type != "bool":
             raise ValueError(
-                f"data_type: a {self.register} holds one bit; valid: 'bool' (got {self.data_type!r})"
+                f"data_type: a {self.kind} holds one bit; valid: 'bool' (got {self.data_type!r})"
             )
-        if self.data_type == "bool" and self.register in ("holding", "input") and self.bit is None:
+        if self.data_type == "bool" and self.kind in ("holding", "input") and self.bit is None:
             raise ValueError(
                 "bit: a bool read from a holding or input register needs the bit number (0-15)"
             )
-        if self.bit is not None and (self.data_type != "bool" or self.register in ("coil", "discrete")):
+        if self.bit is not None and (self.data_type != "bool" or self.kind in ("coil", "discrete")):
             raise ValueError("bit: only valid with data_type 'bool' on a holding or input register")
         if self.address + self.register_count - 1 > 65535:
             raise ValueError(f"address: {self.data_type} at {self.address} runs past 65535")
@@ -170,6 +173,8 @@ REGISTER_COUNT: dict[str, int] = {
     "uint16": 1,
     "int32": 2,
     "uint32": 2,
+    "int64": 4,
+    "uint64": 4,
     "float32": 2,
     "float64": 4,
     "bool": 1,
@@ -183,10 +188,14 @@ class ModbusDevice(Model):
     unit_id: int = Field(1, ge=0, le=255)
     poll_interval_s: float = Field(1.0, gt=0)
     timeout_s: float = Field(1.0, gt=0)
-    retries: int = Field(0, ge=0, le=10, description="retries of a request before the device counts as down")
+    retries: int = Field(
+        0, ge=0, le=10, description="retries of a request before the device counts as down"
+    )
     max_registers_per_read: int = Field(125, ge=1, le=125)
     max_bits_per_read: int = Field(2000, ge=1, le=2000)
-    max_gap: int = Field(8, ge=0, le=124, description="unused registers a read may span to join tags")
+    max_gap: int = Field(
+        0, ge=0, le=124, description="unused registers a read may span to join tags"
+    )
     tags: list[ModbusTag] = Field(min_length=1)
 
     @property
@@ -333,13 +342,33 @@ def _check_unique(where: str, values: list[str], what: str) -> None:
 M = TypeVar("M", bound=BaseModel)
 
 
+ENV_REF_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
 def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; a value that is exactly ``${NAME}`` is the environment variable NAME
+    (so passwords need not be written into the file)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: big maps load fast
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return _expand_env(data, path, ())
+
+
+def _expand_env(data: Any, path: Path, loc: tuple[int | str, ...]) -> Any:
+    if isinstance(data, dict):
+        return {k: _expand_env(v, path, (*loc, str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_env(v, path, (*loc, i)) for i, v in enumerate(data)]
+    if isinstance(data, str) and (match := ENV_REF_RE.match(data)):
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{path}: {dotted(loc)}: environment variable {name} is not set")
+        return os.environ[name]
+    return data
 
 
 def load_config(path: Path | str, model: type[M]) -> M:
@@ -365,8 +394,8 @@ def dotted(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def format_errors(exc: ValidationError, path: Path) -> str:
-    lines = [f"invalid connector config {path}:"]
+def format_errors(exc: ValidationError, path: Path, *, what: str = "connector config") -> str:
+    lines = [f"invalid {what} {path}:"]
     for err in exc.errors():
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         field = dotted(tuple(loc))

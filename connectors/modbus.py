@@ -65,6 +65,7 @@ class DevicePoller:
             reconnect_delay=0,  # we reconnect ourselves, with jitter, while emitting BAD
         )
         self.up = False
+        self._refused: set[int] = set()  # blocks the device answered with an exception
         self._reconnecting: asyncio.Task[None] | None = None
         # bounds one request even if the library's own timeout misbehaves
         self._request_timeout_s = device.timeout_s * (device.retries + 1) + 1.0
@@ -133,19 +134,32 @@ class DevicePoller:
             now = utc_now()
             if response.isError():
                 self.counters.errors += 1
-                log.warning(
-                    "%s: %s read %d+%d answered with exception code %s",
-                    self.device.name,
-                    block.kind,
-                    block.address,
-                    block.count,
-                    getattr(response, "exception_code", "?"),
-                )
+                if i not in self._refused:  # log a refused read once, not every poll
+                    self._refused.add(i)
+                    log.warning(
+                        "%s: %s read %d+%d answered with exception code %s; its tags are BAD",
+                        self.device.name,
+                        block.kind,
+                        block.address,
+                        block.count,
+                        getattr(response, "exception_code", "?"),
+                    )
                 for tag in block.tags:
                     results[(tag.asset, tag.tag)] = (None, now)
                 continue
+            if i in self._refused:
+                self._refused.discard(i)
+                log.info(
+                    "%s: %s read at %d answers again", self.device.name, block.kind, block.address
+                )
             values = response.bits if block.kind in BIT_KINDS else response.registers
-            for tag, value in block.decode(values):
+            try:
+                decoded = block.decode(values)
+            except ValueError as exc:  # a short answer: this read's tags are BAD
+                self.counters.errors += 1
+                log.warning("%s: %s", self.device.name, exc)
+                decoded = [(tag, None) for tag in block.tags]
+            for tag, value in decoded:
                 results[(tag.asset, tag.tag)] = (value, now)
         for tag in self.device.tags:
             value, ts = results[(tag.asset, tag.tag)]
@@ -242,12 +256,14 @@ async def run(
     *,
     max_readings: int | None = None,
     duration_s: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the Modbus connector of `config` until a signal, a limit or the duration."""
+    """Run the Modbus connector of `config` until a signal, a limit, the duration or `stop`."""
     return await run_connector(
         config,
         settings,
         lambda sink, counters: ModbusConnector(config, sink, counters),
         max_readings=max_readings,
         duration_s=duration_s,
+        stop=stop,
     )

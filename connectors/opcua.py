@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from connectors.config import OpcUaConfig, OpcUaDevice, OpcUaTag, ReconnectPolicy
-from connectors.runner import run_connector, sleep_until
+from connectors.runner import run_connector, sleep_until, unless_stopped
 from connectors.sink import Counters, Quality, ReadingSink, Sample, utc_now
 from otbridge.errors import MissingExtraError
 from otbridge.settings import Settings
@@ -112,8 +112,12 @@ class DeviceSession:
                 lost = asyncio.Event()
                 client = self._client(lost)
                 try:
-                    await self._connect(client)
-                    sub = await self._subscribe(client)
+                    # connecting can take seconds (several round trips): stop cuts it short
+                    if not await unless_stopped(self._connect(client), stop):
+                        break
+                    sub = await unless_stopped(self._subscribe(client), stop)
+                    if sub is None:
+                        break
                     if was_down:
                         self.counters.reconnects += 1
                         log.info("%s: reconnected, subscription restored", self.device.name)
@@ -123,9 +127,10 @@ class DeviceSession:
                     if not stop.is_set():
                         self.counters.errors += 1
                         log.warning("%s: connection lost", self.device.name)
-                except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
+                except Exception as exc:  # whatever the library raises: down, retry later
                     self.counters.errors += 1
                     log.warning("%s: %s: %r", self.device.name, self.device.endpoint, exc)
+                    log.debug("%s: details", self.device.name, exc_info=True)
                 finally:
                     await self._close(client)
                 if stop.is_set():
@@ -157,7 +162,7 @@ class DeviceSession:
             client.set_password(self.device.password.get_secret_value())
         return client
 
-    async def _connect(self, client: Client) -> None:
+    async def _connect(self, client: Client) -> bool:
         sec = self.device.security
         if sec is not None:
             if sec.application_uri:
@@ -167,13 +172,16 @@ class DeviceSession:
                 certificate=str(sec.certificate),
                 private_key=str(sec.private_key),
                 private_key_password=(
-                    sec.private_key_password.get_secret_value() if sec.private_key_password else None
+                    sec.private_key_password.get_secret_value()
+                    if sec.private_key_password
+                    else None
                 ),
                 server_certificate=str(sec.server_certificate),
                 mode=getattr(ua.MessageSecurityMode, sec.mode),
             )
         # connect = socket, hello, secure channel, session: several round trips
         await asyncio.wait_for(client.connect(), self.device.timeout_s * 3)
+        return True
 
     async def _subscribe(self, client: Client) -> Subscription:
         period_ms = self.device.publishing_interval_s * 1000
@@ -206,7 +214,9 @@ class DeviceSession:
             text = f"ns={await client.get_namespace_index(uri)};{rest}"
         return ua.NodeId.from_string(text)
 
-    def _request(self, handle: int, node_id: ua.NodeId, tag: OpcUaTag) -> ua.MonitoredItemCreateRequest:
+    def _request(
+        self, handle: int, node_id: ua.NodeId, tag: OpcUaTag
+    ) -> ua.MonitoredItemCreateRequest:
         sampling_s = (
             tag.sampling_interval_s
             if tag.sampling_interval_s is not None
@@ -270,7 +280,14 @@ class DeviceSession:
 
     def _tag_failed(self, tag: OpcUaTag, why: str) -> None:
         self.counters.errors += 1
-        log.error("%s: %s %s (%s): %s", self.device.name, tag.asset, tag.tag, tag.node_id or tag.browse_path, why)
+        log.error(
+            "%s: %s %s (%s): %s",
+            self.device.name,
+            tag.asset,
+            tag.tag,
+            tag.node_id or tag.browse_path,
+            why,
+        )
         self.sink.emit(self._bad(tag, utc_now()))
 
     def _bad(self, tag: OpcUaTag, ts: datetime) -> Sample:
@@ -291,7 +308,9 @@ class DeviceSession:
                 self._bad_task.cancel()
                 self._bad_task = None
         elif self._bad_task is None and stop is not None:
-            self._bad_task = asyncio.create_task(self._emit_bad(stop), name=f"bad {self.device.name}")
+            self._bad_task = asyncio.create_task(
+                self._emit_bad(stop), name=f"bad {self.device.name}"
+            )
 
     async def _emit_bad(self, stop: asyncio.Event) -> None:
         """BAD readings for every tag, every publishing interval, while the device is down."""
@@ -302,9 +321,10 @@ class DeviceSession:
             for tag in self.device.tags:
                 self.sink.emit(self._bad(tag, now))
             self.sink.poll()
-            next_tick += self.device.publishing_interval_s
-            if next_tick < loop.time():
-                next_tick = loop.time()
+            interval = self.device.publishing_interval_s
+            next_tick += interval
+            if next_tick < loop.time():  # late: skip the missed ticks rather than burst
+                next_tick += ((loop.time() - next_tick) // interval + 1) * interval
             if await sleep_until(stop, next_tick):
                 return
 
@@ -338,12 +358,14 @@ async def run(
     *,
     max_readings: int | None = None,
     duration_s: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the OPC UA connector of `config` until a signal, a limit or the duration."""
+    """Run the OPC UA connector of `config` until a signal, a limit, the duration or `stop`."""
     return await run_connector(
         config,
         settings,
         lambda sink, counters: OpcUaConnector(config, sink, counters),
         max_readings=max_readings,
         duration_s=duration_s,
+        stop=stop,
     )

@@ -12,6 +12,9 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Literal
 
 from connectors.config import ModbusTag
 
@@ -20,6 +23,8 @@ STRUCT_FORMAT = {
     "uint16": ">H",
     "int32": ">i",
     "uint32": ">I",
+    "int64": ">q",
+    "uint64": ">Q",
     "float32": ">f",
     "float64": ">d",
 }
@@ -29,7 +34,7 @@ BIT_KINDS = ("coil", "discrete")
 def registers_to_bytes(registers: Sequence[int], *, byte_order: str, word_order: str) -> bytes:
     """Raw register values -> the value's bytes, most significant first."""
     words = list(registers) if word_order == "big" else list(reversed(registers))
-    order = "big" if byte_order == "big" else "little"
+    order: Literal["big", "little"] = "big" if byte_order == "big" else "little"
     return b"".join(int(w).to_bytes(2, order) for w in words)
 
 
@@ -58,21 +63,43 @@ def encode(
         return [int(bool(value))]
     fmt = STRUCT_FORMAT[data_type]
     raw = struct.pack(fmt, value if fmt[-1] in "fd" else int(value))
-    order = "big" if byte_order == "big" else "little"
+    order: Literal["big", "little"] = "big" if byte_order == "big" else "little"
     words = [int.from_bytes(raw[i : i + 2], order) for i in range(0, len(raw), 2)]
     return words if word_order == "big" else list(reversed(words))
 
 
 def scaled(raw: int | float | bool, tag: ModbusTag) -> float:
-    """Engineering value = raw * scale + offset (bools are 0.0 / 1.0 and not scaled)."""
+    """Engineering value = raw * scale + offset (bools are 0.0 / 1.0 and not scaled).
+
+    Computed in decimal and rounded once, so -41 * 0.1 is -4.1 (the double nearest to it),
+    not -4.1000000000000005 as binary floating point would give.
+    """
     if isinstance(raw, bool):
         return 1.0 if raw else 0.0
-    return float(raw) * tag.scale + tag.offset
+    if tag.offset == 0:
+        if tag.scale == 1:
+            return float(raw)
+        # one IEEE operation is correctly rounded: the same double as the decimal result
+        divisor = _power_of_ten_divisor(tag.scale)
+        if divisor is not None:
+            return float(raw) / divisor
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return raw
+    return float(Decimal(raw) * Decimal(repr(tag.scale)) + Decimal(repr(tag.offset)))
+
+
+@cache
+def _power_of_ten_divisor(scale: float) -> float | None:
+    """10**n when scale is (as written) 10**-n, else None."""
+    for n in range(1, 16):
+        if repr(scale) == repr(float(f"1e-{n}")):
+            return float(10**n)
+    return None
 
 
 def decode_tag(values: Sequence[int] | Sequence[bool], tag: ModbusTag) -> float | None:
     """A tag's engineering value from its own registers/bits; None when not a finite number."""
-    if tag.register in BIT_KINDS:
+    if tag.kind in BIT_KINDS:
         return 1.0 if values[0] else 0.0
     raw = decode(
         [int(v) for v in values],
@@ -94,14 +121,19 @@ class ReadBlock:
     count: int
     tags: tuple[ModbusTag, ...]
 
-    def slice_for(self, tag: ModbusTag, values: Sequence[int] | Sequence[bool]) -> Sequence[int] | Sequence[bool]:
+    def slice_for(
+        self, tag: ModbusTag, values: Sequence[int] | Sequence[bool]
+    ) -> Sequence[int] | Sequence[bool]:
         start = tag.address - self.address
         return values[start : start + tag.register_count]
 
-    def decode(self, values: Sequence[int] | Sequence[bool]) -> list[tuple[ModbusTag, float | None]]:
+    def decode(
+        self, values: Sequence[int] | Sequence[bool]
+    ) -> list[tuple[ModbusTag, float | None]]:
         if len(values) < self.count:
             raise ValueError(
-                f"{self.kind} read at {self.address} returned {len(values)} values, expected {self.count}"
+                f"{self.kind} read at {self.address} returned {len(values)} values, "
+                f"expected {self.count}"
             )
         return [(tag, decode_tag(self.slice_for(tag, values), tag)) for tag in self.tags]
 
@@ -123,7 +155,7 @@ def plan_reads(
     """
     by_kind: dict[str, list[ModbusTag]] = {}
     for tag in tags:
-        by_kind.setdefault(tag.register, []).append(tag)
+        by_kind.setdefault(tag.kind, []).append(tag)
     blocks: list[ReadBlock] = []
     for kind in ("holding", "input", "coil", "discrete"):
         ordered = sorted(by_kind.get(kind, []), key=lambda t: (t.address, t.register_count))
@@ -133,7 +165,9 @@ def plan_reads(
         for tag in ordered:
             tag_end = tag.address + tag.register_count
             if tag.register_count > limit:
-                raise ValueError(f"{tag.asset} {tag.tag}: needs {tag.register_count} > {limit} registers")
+                raise ValueError(
+                    f"{tag.asset} {tag.tag}: needs {tag.register_count} > {limit} registers"
+                )
             if current and tag.address - end <= max_gap and max(end, tag_end) - start <= limit:
                 current.append(tag)
                 end = max(end, tag_end)

@@ -8,8 +8,8 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from connectors.config import ConnectorFile
 from connectors.sink import Counters, ReadingSink, open_sink
@@ -17,6 +17,7 @@ from otbridge.errors import OtbridgeError
 from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Connector(Protocol):
@@ -41,10 +42,15 @@ async def run_connector(
     *,
     max_readings: int | None = None,
     duration_s: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run a connector until SIGTERM/SIGINT, `duration_s` or `max_readings`; flush; exit code."""
+    """Run a connector until SIGTERM/SIGINT, `duration_s`, `max_readings` or `stop` is set.
+
+    Then flush what is queued and return the exit code (0: everything delivered).
+    """
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    if stop is None:
+        stop = asyncio.Event()
     counters = Counters()
     effective = config.effective_settings(settings)
     topic = config.readings_topic(settings)
@@ -59,8 +65,13 @@ async def run_connector(
         on_limit=stop.set,
     )
     connector = build(sink, counters)
+    signals = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            signals.append(sig)
+        except (RuntimeError, ValueError):  # not the main thread: the embedder stops us
+            pass
     log.info(
         "connector %s (host %s) producing to %s at %s",
         connector_name,
@@ -80,20 +91,20 @@ async def run_connector(
         asyncio.create_task(stats(), name="stats"),
     ]
     try:
-        done, _ = await asyncio.wait(
+        await asyncio.wait(
             [*tasks, asyncio.create_task(_wait(stop, duration_s))],
             return_when=asyncio.FIRST_COMPLETED,
         )
         stop.set()
-        for task in done:
-            if task is tasks[0] and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
         await _shutdown(tasks, timeout_s=10.0)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
         undelivered = await asyncio.to_thread(sink.flush, 30.0)
         log.info("stopped: %s", counters.summary())
+    main = tasks[0]
+    if not main.cancelled() and main.exception() is not None:
+        raise main.exception()  # type: ignore[misc]
     if undelivered:
         raise OtbridgeError(f"{undelivered} readings were still undelivered after 30 s of flushing")
     if counters.delivery_failures:
@@ -106,10 +117,25 @@ async def _shutdown(tasks: list[asyncio.Task[None]], *, timeout_s: float) -> Non
     """Give tasks `timeout_s` to end on the stop event, then cancel what is left."""
     _, pending = await asyncio.wait(tasks, timeout=timeout_s)
     for task in pending:
+        log.warning("task %s did not stop in %.0f s; cancelled", task.get_name(), timeout_s)
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """Await `work` unless `stop` is set first (then `work` is cancelled and None returned)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None
 
 
 async def sleep_until(stop: asyncio.Event, deadline: float) -> bool:

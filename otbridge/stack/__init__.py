@@ -26,6 +26,10 @@ def up(settings: Settings, *, out: TextIO = sys.stderr) -> None:
                 continue
             print(f"{part.name}: running but not healthy yet", file=out)
         else:
+            if part.pids():
+                # half up (e.g. a TaskManager died): restart the whole part
+                print(f"{part.name}: partly running, restarting it", file=out)
+                part.stop()
             _check_ports_free(part)
             print(f"{part.name}: starting", file=out)
             part.start()

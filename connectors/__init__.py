@@ -1,0 +1,1 @@
+"""Source connectors: Modbus TCP and OPC UA devices -> Avro Readings in Kafka."""
