@@ -78,6 +78,75 @@ def cmd_stack_logs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
+def cmd_jobs_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from otbridge import jobs
+
+    job_id = jobs.submit(
+        settings, args.name, jobmanager=args.jobmanager, parallelism=args.parallelism,
+        job_args=args.job_args,
+    )
+    print(f"submitted {args.name}: job id {job_id} "
+          f"(web UI: {jobs.rest_url(settings, args.jobmanager)}/#/job/running/{job_id})")
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
+    from otbridge import jobs
+
+    rows = jobs.list_jobs(settings, args.jobmanager)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no jobs")
+    for j in rows:
+        print(f"{j['jid']}  {j['state']:<10} {j['name']}")
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from otbridge import jobs
+
+    cancelled = jobs.cancel(settings, args.name, args.jobmanager)
+    if not cancelled:
+        print(f"no running job named {args.name!r} (or otbridge-{args.name})", file=sys.stderr)
+        return 1
+    for jid in cancelled:
+        print(f"cancelled {jid}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from otbridge.demo.run import run
+
+    return run(settings, duration_s=args.duration, ui=not args.no_ui, keep_stack=args.keep_stack)
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from otbridge.query import tail
+
+    tail(settings, args.topic, from_beginning=args.from_beginning, max_records=args.max,
+         as_json=args.json, key=args.key, idle_timeout_s=args.idle_timeout)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from otbridge.query import topics
+
+    rows = topics(settings)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        if not r["exists"]:
+            print(f"{r['topic']:<22} (not created yet)")
+            continue
+        schema = r["schema"]
+        desc = f"{schema['name']} v{schema['version']} (id {schema['id']})" if schema else "-"
+        print(f"{r['topic']:<22} {r['records']:>10} records  {r['partitions']} partitions  {desc}")
+    return 0
+
+
 def _print_status(report: dict[str, dict[str, object]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
@@ -118,6 +187,53 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=100)
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(handler=cmd_stack_logs)
+
+    jobs_p = sub.add_parser("jobs", help="submit, list and cancel Flink jobs")
+    jobs_sub = jobs_p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    submit = jobs_sub.add_parser(
+        "submit", help="submit jobs/NAME to a Flink cluster (the local one by default)",
+        description="Arguments after NAME (and after --) go to the job, e.g. --window-s 300.",
+    )
+    submit.add_argument("name", help="oee, conditions, downsample or smoke")
+    submit.add_argument("--jobmanager", metavar="HOST:PORT", help="REST address of the cluster")
+    submit.add_argument("--parallelism", type=int)
+    submit.add_argument("job_args", nargs=argparse.REMAINDER)
+    submit.set_defaults(handler=cmd_jobs_submit)
+    for action, handler, helptext in (
+        ("list", cmd_jobs_list, "jobs on the cluster"),
+        ("cancel", cmd_jobs_cancel, "cancel running jobs by name or id"),
+    ):
+        p = jobs_sub.add_parser(action, help=helptext)
+        if action == "cancel":
+            p.add_argument("name")
+        else:
+            p.add_argument("--json", action="store_true")
+        p.add_argument("--jobmanager", metavar="HOST:PORT")
+        p.set_defaults(handler=handler)
+
+    demo = sub.add_parser(
+        "demo", help="the simulated plant end to end: stack, simulators, connectors, jobs, view"
+    )
+    demo.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    demo.add_argument("--no-ui", action="store_true",
+                      help="headless; exit 0 only if every result topic received records")
+    demo.add_argument("--keep-stack", action="store_true",
+                      help="leave the stack running afterwards (it is stopped if the demo "
+                      "started it)")
+    demo.set_defaults(handler=cmd_demo)
+
+    tail_p = sub.add_parser("tail", help="print a topic's records, decoded via the registry")
+    tail_p.add_argument("topic")
+    tail_p.add_argument("--from-beginning", action="store_true")
+    tail_p.add_argument("--max", type=int, metavar="N", help="stop after N records")
+    tail_p.add_argument("--json", action="store_true", help="JSON lines (for jq)")
+    tail_p.add_argument("--key", metavar="K", help="only records with this key")
+    tail_p.add_argument("--idle-timeout", type=float, metavar="S",
+                        help="stop when no record came for S seconds")
+    tail_p.set_defaults(handler=cmd_tail)
+    topics_p = sub.add_parser("topics", help="otbridge's topics: record counts and schemas")
+    topics_p.add_argument("--json", action="store_true")
+    topics_p.set_defaults(handler=cmd_topics)
 
     # the OT half registers its own commands (`sim`, `connect`, `assets`); optional extras
     for module in ("simulators.cli", "connectors.cli"):

@@ -75,8 +75,11 @@ def submit(
     return match.group(1)
 
 
-def _rest(settings: Settings, jobmanager: str | None) -> str:
+def rest_url(settings: Settings, jobmanager: str | None = None) -> str:
     return f"http://{jobmanager}" if jobmanager else settings.flink.rest_url
+
+
+_rest = rest_url
 
 
 def list_jobs(settings: Settings, jobmanager: str | None = None) -> list[dict[str, Any]]:

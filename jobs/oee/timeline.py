@@ -163,3 +163,25 @@ def result(acc: WindowAcc, window_ms: int, master: Master) -> dict[str, Any]:
         "quality": quality,
         "oee": oee,
     }
+
+
+def replay(
+    readings: list[tuple[int, str, float | None, str | None, str]],
+    master: Master,
+    *,
+    window_ms: int,
+    stale_after_ms: int,
+    until_ms: int,
+) -> list[dict[str, Any]]:
+    """Batch OEE of one asset: (t_ms, tag, value, text, quality) readings in any order, every
+    window that closes by until_ms. What the streaming job emits for the same input."""
+    timeline = Timeline(window_ms=window_ms, stale_after_ms=stale_after_ms)
+    out: list[dict[str, Any]] = []
+    for t_ms, tag, value, text, quality in sorted(readings, key=lambda r: r[0]):
+        out += [result(w, window_ms, master) for w in timeline.close_until(t_ms)]
+        timeline.apply(master, t_ms, tag, value, text, quality)
+    end = timeline.next_window_end()
+    while end is not None and end <= until_ms:
+        out += [result(w, window_ms, master) for w in timeline.close_until(end)]
+        end = end + window_ms if timeline.wants_next_window(end) else None
+    return out

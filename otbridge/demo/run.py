@@ -1,0 +1,146 @@
+"""Start the stack, simulators, connectors, master data and jobs; watch; tear down cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otbridge import PROJECT_ROOT, jobs, stack
+from otbridge.demo.watch import Watcher
+from otbridge.errors import OtbridgeError
+from otbridge.kafka import ensure_topics
+from otbridge.settings import Settings
+
+SCENARIO = PROJECT_ROOT / "simulators" / "scenarios" / "demo.yaml"
+EXAMPLES = PROJECT_ROOT / "connectors" / "examples"
+JOBS = ("oee", "conditions", "downsample")
+
+
+@dataclass
+class Demo:
+    settings: Settings
+    log_dir: Path
+    say: Callable[[str], None]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    job_ids: dict[str, str] = field(default_factory=dict)
+
+    def spawn(self, name: str, *args: str) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"demo-{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "otbridge.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, start_new_session=True,
+        )
+        self.say(f"started {name} (pid {self.procs[name].pid}, log {log.name})")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise OtbridgeError(
+                    f"demo: {name} exited with code {proc.returncode}; see "
+                    f"{self.log_dir / f'demo-{name}.log'}"
+                )
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):  # connectors before simulators
+            proc = self.procs[name]
+            if proc.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            self.say(f"stopped {name}")
+        for name, job_id in self.job_ids.items():
+            with suppress(Exception):
+                jobs.cancel(self.settings, job_id)
+                self.say(f"cancelled job {name} ({job_id})")
+
+
+@contextmanager
+def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: bool,
+                 modbus_port: int = 5020, opcua_port: int = 4840) -> Iterator[Demo]:
+    was_down = not any(part["pids"] for part in stack.status(settings).values())
+    stack.up(settings)
+    demo = Demo(settings, settings.stack.log_dir, say)
+    try:
+        created = ensure_topics(settings)
+        if created:
+            say(f"created topics: {', '.join(created)}")
+        demo.spawn("sim-modbus", "sim", "modbus", "--port", str(modbus_port),
+                   "--scenario", str(SCENARIO))
+        demo.spawn("sim-opcua", "sim", "opcua", "--port", str(opcua_port),
+                   "--scenario", str(SCENARIO))
+        load = subprocess.run(
+            [sys.executable, "-m", "otbridge.cli", "assets", "load", str(EXAMPLES / "assets.yaml")],
+            capture_output=True, text=True, cwd=PROJECT_ROOT,
+        )
+        if load.returncode != 0:
+            raise OtbridgeError(f"demo: loading asset master data failed:\n{load.stderr}")
+        say("loaded asset master data into " + settings.topics.assets)
+        time.sleep(2.0)  # let the simulators bind their ports
+        demo.spawn("connect-modbus", "connect", "modbus", "--config",
+                   str(EXAMPLES / "modbus.yaml"))
+        demo.spawn("connect-opcua", "connect", "opcua", "--config", str(EXAMPLES / "opcua.yaml"))
+        for name in JOBS:
+            if name not in jobs.available():
+                say(f"job {name} is not available in this checkout: skipped")
+                continue
+            jobs.cancel(settings, name)  # a leftover from an earlier run
+            demo.job_ids[name] = jobs.submit(settings, name)
+            say(f"submitted job {name} ({demo.job_ids[name]})")
+        yield demo
+    finally:
+        demo.stop()
+        if was_down and not keep_stack:
+            stack.down(settings)
+
+
+def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: bool) -> int:
+    def say(msg):
+        return (print(f"demo: {msg}", file=sys.stderr))
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    watcher = Watcher(settings)
+    try:
+        with running_demo(settings, say, keep_stack=keep_stack) as demo:
+            say(f"Flink web UI: {settings.flink.rest_url}   registry: {settings.registry.url}")
+            watcher.start()
+            started = time.monotonic()
+            try:
+                if ui:
+                    from otbridge.demo.view import live_view
+
+                    live_view(watcher, demo, settings, duration_s=duration_s, stop=stop)
+                else:
+                    while not stop["now"] and (
+                        duration_s is None or time.monotonic() - started < duration_s
+                    ):
+                        demo.check_alive()
+                        time.sleep(1.0)
+            except KeyboardInterrupt:
+                say("Ctrl-C: stopping")
+            finally:
+                watcher.stop()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    counts = watcher.counts()
+    say("records received: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    empty = [t for t, n in counts.items() if n == 0]
+    if empty:
+        say(f"no records on: {', '.join(empty)}")
+        return 1
+    return 0

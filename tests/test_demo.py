@@ -1,0 +1,87 @@
+"""`otbridge demo` headless, `otbridge tail --json`, `otbridge topics`, and the README's
+commands: what a newcomer runs first."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import kafkahelp as kh
+from kafkahelp import at, reading
+
+from otbridge.cli import build_parser
+from otbridge.kafka import TopicSpec, ensure_topics
+from otbridge.settings import Settings
+
+ROOT = Path(__file__).parents[1]
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "otbridge.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_tail_json_matches_produced_records(live_stack: Settings, unique: str) -> None:
+    topic = f"test.tail.{unique}"
+    ensure_topics(live_stack, [TopicSpec(topic, partitions=1)])
+    sent = [reading("acme/berlin/body/line1/press01", "temperature", 40.0 + i, at(10, 0, i),
+                    seq=i) for i in range(3)]
+    kh.produce(live_stack, topic, "Reading", sent)
+    result = cli("tail", topic, "--from-beginning", "--max", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["key"], r["offset"], r["value"]["value"], r["value"]["seq"]) for r in lines] == [
+        ("acme/berlin/body/line1/press01", i, 40.0 + i, i) for i in range(3)]
+    assert lines[0]["value"]["source_ts"] == "2026-01-05T10:00:00Z"
+
+    only = cli("tail", topic, "--from-beginning", "--json", "--key", "nope",
+               "--idle-timeout", "3")
+    assert only.returncode == 0 and only.stdout == ""
+
+
+def test_topics_lists_counts_and_schemas(live_stack: Settings) -> None:
+    ensure_topics(live_stack)
+    result = cli("topics", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["topic"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == set(live_stack.topics.all())
+    assert rows[live_stack.topics.assets]["exists"]
+
+
+def test_demo_headless_fills_every_result_topic_and_leaves_nothing(live_stack: Settings) -> None:
+    result = cli("demo", "--duration", "120", "--no-ui", timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "records received" in result.stderr
+    pids = [int(p) for p in re.findall(r"\(pid (\d+),", result.stderr)]
+    assert len(pids) == 4  # two simulators, two connectors
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    running = [j for j in json.loads(cli("jobs", "list", "--json").stdout)
+               if j["state"] == "RUNNING" and j["name"] in
+               ("otbridge-oee", "otbridge-conditions", "otbridge-downsample")]
+    assert running == []
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith((".venv/bin/otbridge ", "otbridge ")):
+                commands.append(line.split("otbridge ", 1)[1])
+    return commands
+
+
+def test_every_readme_otbridge_command_is_valid() -> None:
+    commands = readme_commands()
+    assert len(commands) >= 5
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command))  # exits (fails the test) if it does not parse
