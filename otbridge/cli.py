@@ -147,6 +147,13 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from otbridge import bench
+
+    return bench.main(settings, quick=args.quick, jobs_=args.jobs, n=args.readings,
+                      parallelisms=args.parallelism, out_json=args.json)
+
+
 def _print_status(report: dict[str, dict[str, object]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
@@ -234,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     topics_p = sub.add_parser("topics", help="otbridge's topics: record counts and schemas")
     topics_p.add_argument("--json", action="store_true")
     topics_p.set_defaults(handler=cmd_topics)
+
+    bench_p = sub.add_parser("bench", help="measure job throughput on a backlog")
+    bench_p.add_argument("--quick", action="store_true", help="20k readings instead of 1M")
+    bench_p.add_argument("--readings", type=int, metavar="N")
+    bench_p.add_argument("--jobs", nargs="+", default=["downsample", "oee", "conditions"])
+    bench_p.add_argument("--parallelism", type=int, nargs="+", default=[1])
+    bench_p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench_p.set_defaults(handler=cmd_bench)
 
     # the OT half registers its own commands (`sim`, `connect`, `assets`); optional extras
     for module in ("simulators.cli", "connectors.cli"):

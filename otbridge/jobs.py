@@ -40,8 +40,11 @@ def submit(
     jobmanager: str | None = None,
     parallelism: int | None = None,
     job_args: Sequence[str] = (),
+    flink_conf: dict[str, str] | None = None,
 ) -> str:
     """Submit jobs/<name>/job.py, detached; returns the Flink job id.
+
+    flink_conf: configuration for this job only (e.g. execution.checkpointing.interval).
 
     Against the local stack the connector jars are already on the cluster's classpath; against
     any other cluster they are shipped with the job (pipeline.jars).
@@ -61,6 +64,8 @@ def submit(
     ]
     if parallelism:
         cmd[3:3] = ["--parallelism", str(parallelism)]
+    for key, value in (flink_conf or {}).items():
+        cmd[3:3] = ["-D", f"{key}={value}"]
     if not local:
         jars = sorted((settings.stack.lib_dir / "flink").glob("*.jar"))
         cmd[3:3] = ["-D", "pipeline.jars=" + ";".join(f"file://{j}" for j in jars)]

@@ -96,7 +96,7 @@ class Latch:
     def update(self, ts: int, active: bool, inactive: bool, value: float | None,
                on_ms: int, off_ms: int) -> tuple[str, int, float | None] | None:
         """Apply one sample: `active` starts/continues a raise, `inactive` a clear; a sample
-        that is neither (inside the hysteresis band) only breaks a pending raise."""
+        that is neither (inside the hysteresis band) breaks a pending raise or clear."""
         wanted = inactive if self.raised else active
         if not wanted:
             self.pending_since = None
@@ -124,9 +124,15 @@ class Detector:
     """Stateless; the state lives in the object new_state() returns (kept per asset + tag)."""
 
     rule: Any
+    state_type: type = Latch
 
     def new_state(self) -> Any:
-        return Latch()
+        return self.state_type()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Where the state lives in KeyState.rules (a rule that changes its kind starts over)."""
+        return self.rule.name, self.rule.kind
 
     def sample(self, st: Any, ts: int, value: float | None, quality: str, unit: str
                ) -> list[Change]:
@@ -148,15 +154,20 @@ class _Latched(Detector):
     on_ms: int = 0
     off_ms: int = 0
 
-    def describe(self, status: str, value: float | None, unit: str) -> Change:
+    def describe(self, status: str, value: float | None, unit: str
+                 ) -> tuple[float | None, float | None, str]:
+        """(value, threshold, message) of a transition."""
         raise NotImplementedError
 
-    def advance(self, st: Latch, now: int, unit: str) -> list[Change]:
-        hit = st.advance(now, self.on_ms, self.off_ms)
+    def latch(self, st: Any) -> Latch:
+        return st
+
+    def advance(self, st: Any, now: int, unit: str) -> list[Change]:
+        hit = self.latch(st).advance(now, self.on_ms, self.off_ms)
         return [self._change(hit, unit)] if hit else []
 
-    def deadline(self, st: Latch) -> int | None:
-        return st.deadline(self.on_ms, self.off_ms)
+    def deadline(self, st: Any) -> int | None:
+        return self.latch(st).deadline(self.on_ms, self.off_ms)
 
     def _feed(self, st: Latch, ts: int, active: bool, inactive: bool, value: float | None,
               unit: str) -> list[Change]:
@@ -165,8 +176,7 @@ class _Latched(Detector):
 
     def _change(self, hit: tuple[str, int, float | None], unit: str) -> Change:
         status, ts, value = hit
-        c = self.describe(status, value, unit)
-        return Change(status, ts, c.value, c.threshold, c.message)
+        return Change(status, ts, *self.describe(status, value, unit))
 
 
 class LimitDetector(_Latched):
@@ -187,18 +197,18 @@ class LimitDetector(_Latched):
             active, inactive = value < self.rule.limit, value > self.clear_level
         return self._feed(st, ts, active, inactive, value, unit)
 
-    def describe(self, status: str, value: float | None, unit: str) -> Change:
+    def describe(self, status: str, value: float | None, unit: str
+                 ) -> tuple[float | None, float | None, str]:
         r, above = self.rule, self.high
         if status == RAISED:
             held = f" for {r.on_delay_s:g} s" if r.on_delay_s else ""
             op = ">" if above else "<"
-            return Change(status, 0, value, r.limit,
-                          f"{_v(value, unit)} {op} {_g(r.limit)}{held}")
+            return value, r.limit, f"{_v(value, unit)} {op} {_g(r.limit)}{held}"
         op = "<" if above else ">"
         held = f" for {r.off_delay_s:g} s" if r.off_delay_s else ""
-        return Change(status, 0, value, self.clear_level,
-                      f"{_v(value, unit)} back {op} {_g(self.clear_level)}{held} (limit "
-                      f"{_g(r.limit)}, hysteresis {_g(r.hysteresis)})")
+        return (value, self.clear_level,
+                f"{_v(value, unit)} back {op} {_g(self.clear_level)}{held} (limit "
+                f"{_g(r.limit)}, hysteresis {_g(r.hysteresis)})")
 
 
 @dataclass(slots=True)
@@ -218,8 +228,7 @@ class RateDetector(_Latched):
         self.on_ms, self.off_ms = _ms(rule.on_delay_s), _ms(rule.off_delay_s)
         self.clear_level = rule.limit - rule.hysteresis
 
-    def new_state(self) -> RateState:
-        return RateState()
+    state_type = RateState
 
     def sample(self, st: RateState, ts: int, value: float | None, quality: str, unit: str
                ) -> list[Change]:
@@ -234,20 +243,17 @@ class RateDetector(_Latched):
         return self._feed(st.latch, ts, seen > self.rule.limit, seen < self.clear_level,
                           rate, unit)
 
-    def advance(self, st: RateState, now: int, unit: str) -> list[Change]:
-        return super().advance(st.latch, now, unit)
+    def latch(self, st: RateState) -> Latch:
+        return st.latch
 
-    def deadline(self, st: RateState) -> int | None:
-        return super().deadline(st.latch)
-
-    def describe(self, status: str, value: float | None, unit: str) -> Change:
+    def describe(self, status: str, value: float | None, unit: str
+                 ) -> tuple[float | None, float | None, str]:
         r = self.rule
         per_s = f"{unit}/s" if unit else "/s"
         if status == RAISED:
-            return Change(status, 0, value, r.limit,
-                          f"changing at {_g(value)} {per_s}, limit {_g(r.limit)} {per_s}")
-        return Change(status, 0, value, self.clear_level,
-                      f"changing at {_g(value)} {per_s}, back below {_g(self.clear_level)}")
+            return value, r.limit, f"changing at {_g(value)} {per_s}, limit {_g(r.limit)} {per_s}"
+        return (value, self.clear_level,
+                f"changing at {_g(value)} {per_s}, back below {_g(self.clear_level)}")
 
 
 @dataclass(slots=True)
@@ -263,8 +269,7 @@ class FlatlineDetector(Detector):
         self.rule = rule
         self.duration_ms = _ms(rule.duration_s)
 
-    def new_state(self) -> FlatState:
-        return FlatState()
+    state_type = FlatState
 
     def sample(self, st: FlatState, ts: int, value: float | None, quality: str, unit: str
                ) -> list[Change]:
@@ -299,8 +304,7 @@ class StaleDetector(Detector):
         self.rule = rule
         self.timeout_ms = _ms(rule.timeout_s)
 
-    def new_state(self) -> StaleState:
-        return StaleState()
+    state_type = StaleState
 
     def sample(self, st: StaleState, ts: int, value: float | None, quality: str, unit: str
                ) -> list[Change]:
@@ -338,12 +342,13 @@ class BadQualityDetector(_Latched):
         bad = quality in self.qualities
         return self._feed(st, ts, bad, not bad, value, unit)
 
-    def describe(self, status: str, value: float | None, unit: str) -> Change:
+    def describe(self, status: str, value: float | None, unit: str
+                 ) -> tuple[float | None, float | None, str]:
         r, q = self.rule, "/".join(self.rule.qualities)
         if status == RAISED:
             held = f" for {r.on_delay_s:g} s" if r.on_delay_s else ""
-            return Change(status, 0, value, None, f"quality {q}{held}")
-        return Change(status, 0, value, None, "quality no longer " + q)
+            return (value, None, f"quality {q}{held}")
+        return (value, None, "quality no longer " + q)
 
 
 @dataclass(slots=True)
@@ -363,8 +368,7 @@ class AnomalyDetector(Detector):
         lam = rule.smoothing
         self.fast_noise = math.sqrt(lam / (2.0 - lam))  # std of the fast average / std
 
-    def new_state(self) -> AnomalyState:
-        return AnomalyState()
+    state_type = AnomalyState
 
     def score(self, st: AnomalyState) -> float:
         std = max(math.sqrt(st.var), self.rule.min_std)
@@ -389,10 +393,14 @@ class AnomalyDetector(Detector):
         ):
             st.streak = 0
             return []
-        st.fast = value if st.fast is None else st.fast + r.smoothing * (value - st.fast)
         if st.n < r.warmup_samples:
+            st.fast = value if st.fast is None else st.fast + r.smoothing * (value - st.fast)
             self._learn(st, value)
             return []
+        # winsorized at the threshold: one wild sample moves neither average far
+        limit = r.threshold * max(math.sqrt(st.var), r.min_std)
+        value_w = min(max(value, st.mean - limit), st.mean + limit)
+        st.fast = value_w if st.fast is None else st.fast + r.smoothing * (value_w - st.fast)
         z = self.score(st)
         seen = {"high": z, "low": -z, "both": abs(z)}[r.direction]
         out = []
@@ -411,7 +419,7 @@ class AnomalyDetector(Detector):
                               f"{_g(st.mean)}"))
         # the baseline learns normal samples only: nothing while raised or unusual
         if not st.raised and abs(z) <= r.learn_threshold:
-            self._learn(st, value)
+            self._learn(st, value_w)
         return out
 
 
@@ -440,7 +448,7 @@ class KeyState:
     tag: str
     last_ts: int | None = None
     unit: str = ""
-    rules: dict[str, Any] = field(default_factory=dict)  # rule name -> detector state
+    rules: dict[tuple[str, str], Any] = field(default_factory=dict)  # (name, kind) -> state
     timer: int | None = None  # the earliest event-time timer registered (job bookkeeping)
 
 
@@ -474,10 +482,14 @@ class Monitor:
         if unit:
             ks.unit = unit
         out: list[Alert] = []
-        for det in self.detectors(ks.asset, ks.tag):
-            st = ks.rules.get(det.rule.name)
+        detectors = self.detectors(ks.asset, ks.tag)
+        if len(ks.rules) > len(detectors):  # restarted with other rules: forget the old ones
+            keys = {det.key for det in detectors}
+            ks.rules = {k: v for k, v in ks.rules.items() if k in keys}
+        for det in detectors:
+            st = ks.rules.get(det.key)
             if st is None:
-                st = ks.rules[det.rule.name] = det.new_state()
+                st = ks.rules[det.key] = det.new_state()
             changes = det.advance(st, ts - 1, ks.unit)  # deadlines before this sample
             changes += det.sample(st, ts, value, quality, ks.unit)
             if changes:
@@ -488,7 +500,7 @@ class Monitor:
         """Event time has reached `now` (the watermark): fire the deadlines up to it."""
         out: list[Alert] = []
         for det in self.detectors(ks.asset, ks.tag):
-            st = ks.rules.get(det.rule.name)
+            st = ks.rules.get(det.key)
             if st is not None:
                 changes = det.advance(st, now, ks.unit)
                 if changes:
@@ -499,7 +511,7 @@ class Monitor:
         """The earliest pending deadline of this asset + tag, if any."""
         dues = [
             d for det in self.detectors(ks.asset, ks.tag)
-            if (st := ks.rules.get(det.rule.name)) is not None
+            if (st := ks.rules.get(det.key)) is not None
             and (d := det.deadline(st)) is not None
         ]
         return min(dues) if dues else None

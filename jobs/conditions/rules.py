@@ -97,11 +97,18 @@ class StaleRule(_Rule):
     timeout_s: Annotated[float, Field(gt=0)]
 
 
+BadQuality = Literal["BAD", "UNCERTAIN"]
+
+
+def _only_bad() -> list[BadQuality]:
+    return ["BAD"]
+
+
 class BadQualityRule(_Rule):
     """Readings of one of `qualities` for on_delay_s; cleared by a reading of another quality."""
 
     kind: Literal["bad_quality"]
-    qualities: list[Literal["BAD", "UNCERTAIN"]] = Field(default_factory=lambda: ["BAD"])
+    qualities: list[BadQuality] = Field(default_factory=_only_bad)
     on_delay_s: Seconds = 0.0
     off_delay_s: Seconds = 0.0
 
@@ -112,8 +119,10 @@ class AnomalyRule(_Rule):
     A slow baseline (mean and variance, exponentially weighted with `alpha`) is compared with
     a fast exponentially weighted average of the samples (`smoothing`):
     z = (fast - mean) / (std * sqrt(smoothing / (2 - smoothing))), i.e. in units of the
-    fast average's own noise. Scored after warmup_samples; RAISED after `consecutive` samples
-    with z beyond threshold, CLEARED by a sample with z back within clear_threshold.
+    fast average's own noise. After warmup_samples, samples are winsorized at threshold
+    standard deviations (so one wild sample cannot raise an alert alone) and scored: RAISED
+    after `consecutive` samples with z beyond threshold, CLEARED by a sample with z back within
+    clear_threshold.
     Samples outside [min_value, max_value] (e.g. a stopped machine) are skipped; the baseline
     learns only while not raised and |z| <= learn_threshold, so a creeping fault cannot teach
     it that the creep is normal.
