@@ -167,8 +167,10 @@ class Kafka(Component):
         config = self._write_config()
         if not (self.home / "data" / "meta.properties").is_file():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            # "=": a random id may start with "-", which would read as an option
             result = self.tool(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                f"--config={config}",
             )
             if result.returncode != 0:
                 raise StackError(
