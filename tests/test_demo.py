@@ -73,7 +73,7 @@ def readme_commands() -> list[str]:
     commands = []
     for block in blocks:
         for line in block.splitlines():
-            line = line.split("#", 1)[0].strip()
+            line = line.split(" #", 1)[0].split(" | ", 1)[0].strip()  # no comments, no pipes
             if line.startswith((".venv/bin/otbridge ", "otbridge ")):
                 commands.append(line.split("otbridge ", 1)[1])
     return commands
