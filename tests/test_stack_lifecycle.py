@@ -139,7 +139,8 @@ def test_invalid_setting_names_field_and_valid_choices(tmp_path: Path) -> None:
 
     config = tmp_path / "otbridge.yaml"
     config.write_text("stack:\n  kafka_port: 99999\n")
-    result = run(dict(os.environ, OTBRIDGE_CONFIG=str(config)), "stack", "status")
+    env = {k: v for k, v in os.environ.items() if k != "OTBRIDGE_STACK__KAFKA_PORT"}
+    result = run(dict(env, OTBRIDGE_CONFIG=str(config)), "stack", "status")
     assert result.returncode == 2
     assert "stack.kafka_port" in result.stderr and "65535" in result.stderr
 
