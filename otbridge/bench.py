@@ -126,7 +126,7 @@ def run_job(settings: Settings, name: str, topic: str, n: int, *, parallelism: i
         jobs.cancel(settings, job_id)
     return Result(f"job {name} p={parallelism}", n, round(seconds, 1), round(n / seconds),
                   {"parallelism": parallelism, "checkpoint_interval": CHECKPOINT_INTERVAL,
-                   "python_mode": "process" if name == "oee" else "thread"})
+                   "python_mode": "thread"})
 
 
 def bench_jobs(settings: Settings, *, n: int, names: list[str], parallelisms: list[int],

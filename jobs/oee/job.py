@@ -14,8 +14,10 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.table import StatementSet, StreamTableEnvironment
 
 from jobs.common.readings import register_readings
+from jobs.oee.assets import AssetTable
 from jobs.oee.timeline import Master, Timeline, result
-from otbridge.flinkjob import kafka_avro_sink, kafka_avro_source, render_sql, run_job
+from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
+from otbridge.registry import schema_json
 from otbridge.settings import Settings
 
 NAME = "oee"
@@ -33,68 +35,54 @@ OUTPUT = Types.ROW_NAMED(
 
 
 class OeeFunction(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by asset; input rows are readings (tag set) or master data (tag null).
+    """Keyed by asset. Readings wait in `pending` until the watermark passes the end of their
+    window; then they are applied in event-time order and the window is emitted. One timer
+    per asset and window keeps timer traffic low. Master data comes from `AssetTable`."""
 
-    Readings wait in `pending` until the watermark passes the end of their window; then they
-    are applied in event-time order and the window is emitted. One timer per asset and
-    window keeps timer traffic low; master data applies at once.
-    """
-
-    def __init__(self, window_s: int, stale_after_s: int) -> None:
+    def __init__(self, window_s: int, stale_after_s: int, assets: AssetTable) -> None:
         self.window_ms = window_s * 1000
         self.stale_after_ms = stale_after_s * 1000
+        self.assets = assets
 
     def open(self, runtime_context: RuntimeContext) -> None:
         pickled = Types.PICKLED_BYTE_ARRAY()
-        self.master = runtime_context.get_state(ValueStateDescriptor("master", pickled))
         self.timeline = runtime_context.get_state(ValueStateDescriptor("timeline", pickled))
         self.pending = runtime_context.get_map_state(
             MapStateDescriptor("pending", Types.LONG(), pickled)
         )
+        self.assets.open()
 
-    def _window_end(self, ts: int) -> int:
-        return ts - ts % self.window_ms + self.window_ms
+    def close(self) -> None:
+        self.assets.close()
 
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
-        if value[1] is not None:  # a reading: tag, value, text, quality
-            ts = ctx.timestamp()
-            batch = self.pending.get(ts) or []
-            batch.append((value[1], value[2], value[3], value[4]))
-            self.pending.put(ts, batch)
-            ctx.timer_service().register_event_time_timer(self._window_end(ts))
-            return
-        first = self.master.value() is None
-        self.master.update(Master(
-            ideal_cycle_time_s=value[5],
-            state_tag=value[6] or "state",
-            total_count_tag=value[7] or "count_total",
-            good_count_tag=value[8] or "count_good",
-            state_codes=dict(value[9] or {}),
-        ))
-        if first:
-            # readings that waited for the master data: close the windows the watermark passed
-            watermark = ctx.timer_service().current_watermark()
-            ends = sorted({self._window_end(t) for t in self.pending.keys()})
-            for end in ends:
-                if end <= watermark:
-                    yield from self._close_window(end, ctx)
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> None:
+        ts = ctx.timestamp()
+        batch = self.pending.get(ts) or []
+        batch.append((value[1], value[2], value[3], value[4]))  # tag, value, text, quality
+        self.pending.put(ts, batch)
+        ctx.timer_service().register_event_time_timer(ts - ts % self.window_ms + self.window_ms)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
                  ) -> Iterable[Row]:
         yield from self._close_window(timestamp, ctx)
 
     def _close_window(self, end: int, ctx: Any) -> Iterable[Row]:
-        master: Master | None = self.master.value()
+        key = ctx.get_current_key()
+        master = self.assets.get(key)
         if master is None:
-            # keep waiting for the asset's master data, but not forever
+            self.assets.refresh()
+            master = self.assets.get(key)
+        if master is None:
+            # no master data (yet): keep the readings a while, then let them go
             horizon = end - MASTERLESS_BACKLOG_WINDOWS * self.window_ms
             for ts in [t for t in self.pending.keys() if t < horizon]:
                 self.pending.remove(ts)
+            if not self.pending.is_empty():
+                ctx.timer_service().register_event_time_timer(end + self.window_ms)
             return
         timeline: Timeline = self.timeline.value() or Timeline(
             window_ms=self.window_ms, stale_after_ms=self.stale_after_ms
         )
-        key = ctx.get_current_key()
         for ts in sorted(t for t in self.pending.keys() if t < end):
             yield from (self._row(key, acc, master) for acc in timeline.close_until(ts))
             for tag, value, text, quality in self.pending.get(ts):
@@ -141,11 +129,6 @@ def build(
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
     )
     *ddl, insert = render_sql(SQL, {
-        "assets_source": kafka_avro_source(
-            settings, topic=topics.get("assets", t.assets), schema="Asset",
-            group_id=f"otbridge-{NAME}{group_suffix}-assets", bounded=bounded,
-            from_earliest=True,  # the whole compacted table on every fresh start
-        ),
         "oee_sink": kafka_avro_sink(
             settings, topic=topics.get("oee", t.oee), schema="OeeWindow", key_field="msg_key",
             transactional_id_prefix=f"otbridge-{NAME}{group_suffix}",
@@ -154,10 +137,20 @@ def build(
     for statement in ddl:
         t_env.execute_sql(statement)
 
+    reg = settings.registry
+    assets = AssetTable(
+        settings.kafka.librdkafka(), topics.get("assets", t.assets), reg.url,
+        f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
+        if reg.basic_auth_username and reg.basic_auth_password else None,
+        schema_json("Asset"),
+    )
     windows = (
-        t_env.to_data_stream(t_env.from_path("oee_input"))
+        t_env.to_data_stream(
+            # event_ts (the rowtime) becomes each record's timestamp: ctx.timestamp()
+            t_env.sql_query("SELECT asset, tag, `value`, `text`, quality, event_ts FROM readings")
+        )
         .key_by(lambda r: r[0], key_type=Types.STRING())
-        .process(OeeFunction(window_s, stale_after_s), output_type=OUTPUT)
+        .process(OeeFunction(window_s, stale_after_s, assets), output_type=OUTPUT)
         .name("oee-per-asset")
     )
     t_env.create_temporary_view("oee_windows", t_env.from_data_stream(windows))

@@ -1,39 +1,6 @@
--- oee: master data in, OEE windows out. The per-asset state machine (state durations split
--- at window boundaries, counter deltas, UNKNOWN time) is Python: see timeline.py and job.py.
-
--- source: asset master data (compacted topic, stands in for MES/ERP).
--- watermark: master data applies as soon as it arrives and must never hold back the
--- readings' event time, so its time attribute is the end of time
-CREATE TEMPORARY TABLE assets (
-  asset STRING NOT NULL,
-  name STRING,
-  ideal_cycle_time_s DOUBLE,
-  state_tag STRING,
-  total_count_tag STRING,
-  good_count_tag STRING,
-  state_codes MAP<STRING NOT NULL, STRING NOT NULL> NOT NULL,
-  updated_ts TIMESTAMP(3) NOT NULL,
-  never AS TO_TIMESTAMP_LTZ(253402300799000, 3),
-  WATERMARK FOR never AS never
-) WITH (
-  ${assets_source}
-);
-
--- one input stream for the per-asset state machine: readings and master data, both in event
--- time (a single-input Python operator: PyFlink's thread mode mishandles two-input ones)
-CREATE TEMPORARY VIEW oee_input AS
-SELECT
-  asset, tag, `value`, `text`, quality,
-  CAST(NULL AS DOUBLE) AS ideal_cycle_time_s, CAST(NULL AS STRING) AS state_tag,
-  CAST(NULL AS STRING) AS total_count_tag, CAST(NULL AS STRING) AS good_count_tag,
-  CAST(NULL AS MAP<STRING, STRING>) AS state_codes, event_ts
-FROM readings
-UNION ALL
-SELECT
-  asset, CAST(NULL AS STRING), CAST(NULL AS DOUBLE), CAST(NULL AS STRING), CAST(NULL AS STRING),
-  ideal_cycle_time_s, state_tag, total_count_tag, good_count_tag,
-  CAST(state_codes AS MAP<STRING, STRING>), never
-FROM assets;
+-- oee: OEE windows out. The per-asset state machine (state durations split at window
+-- boundaries, counter deltas, UNKNOWN time) and the master data lookup are Python: see
+-- timeline.py, assets.py and job.py.
 
 -- sink: iiot.oee, keyed by asset + window start, exactly-once
 CREATE TEMPORARY TABLE oee_sink (
