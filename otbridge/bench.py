@@ -54,7 +54,9 @@ def preload(settings: Settings, topic: str, n: int, *, assets: int = 50, seed: i
     paths = [f"acme/berlin/body/line{a % 4}/m{a:04d}" for a in range(assets)]
     producer = Producer(producer_config(settings, **{"linger.ms": 50,
                                                      "queue.buffering.max.messages": 500000}))
-    t0 = 1_767_600_000_000  # 2026-01-05 08:00 UTC
+    # event time ends now: readings far in the past would fall to the topic's retention
+    span_s = n // (assets * len(tags)) + 1
+    t0 = (int(time.time()) - span_s - 60) * 1000
     counters = dict.fromkeys(paths, 0)
     started = time.perf_counter()
     buf = io.BytesIO()

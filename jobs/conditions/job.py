@@ -1,8 +1,17 @@
 """conditions: iiot.readings -> iiot.alerts (condition monitoring, rules from a YAML file).
 
-Rules (jobs/conditions/rules.yaml by default, `--rules FILE` for another) are read and
+Rules (jobs/conditions/rules.yaml by default, `--rules FILE` for another; a relative path is
+relative to the project root, where `otbridge jobs submit` runs the client) are read and
 validated when the job is built, on the client, and travel with the job; the cluster needs no
 access to the file. Changing the rules means resubmitting the job.
+
+Everything runs in event time (the readings' source timestamps), so replays give the same
+alerts. Deadlines (on/off delays, stale timeouts) fire when a later reading of the same tag
+arrives or when the watermark passes them, whichever is first, with the same result. The
+watermark moves with the readings of every asset (a partition that goes quiet is skipped
+after the 30 s idle timeout), so a silent tag is reported stale once the rest of the plant's
+event time passes its deadline; if every reading stops, event time stops too and nothing
+fires until data returns.
 """
 
 from __future__ import annotations

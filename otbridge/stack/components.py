@@ -142,7 +142,11 @@ class Kafka(Component):
             "group.initial.rebalance.delay.ms": "0",
             # exactly-once Flink sinks keep transactions open for a checkpoint + a restart
             "transaction.max.timeout.ms": "900000",
-            "log.retention.hours": "168",
+            # a lab broker keeps what it is given (tests and benchmarks replay event times
+            # from the past, which time-based retention would delete at once); topics that
+            # need retention set it themselves (iiot.readings: 7 days)
+            "log.retention.ms": "-1",
+            "log.retention.bytes": str(20 * 1024**3),
             "auto.create.topics.enable": "false",
         }
         self.home.mkdir(parents=True, exist_ok=True)
