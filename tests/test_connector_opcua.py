@@ -203,7 +203,9 @@ def test_subscription_gives_source_timestamps_and_status_as_quality(
             assert len(first) == initial
             for i, (tag, variant, status, *_rest) in enumerate(written):
                 await plant.write(tag, variant, base + timedelta(seconds=i), status)
-                await asyncio.sleep(0.02)
+                # past a publishing interval (0.1 s), so a loaded machine still reports each
+                # write in a notification of its own
+                await asyncio.sleep(0.3)
             return await asyncio.wait_for(run, 30)
         finally:
             await plant.stop()

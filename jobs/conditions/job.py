@@ -59,11 +59,23 @@ class ConditionFunction(KeyedProcessFunction):  # type: ignore[misc]
         self.state = runtime_context.get_state(
             ValueStateDescriptor("key", Types.PICKLED_BYTE_ARRAY())
         )
+        # the state of every key as last written: only this instance writes it, and a restore
+        # (after a failure) starts a fresh instance, so reading it back is never needed
+        self.cache: dict[str, KeyState] = {}
+
+    def _load(self, key: str) -> KeyState | None:
+        ks = self.cache.get(key)
+        if ks is None:
+            ks = self.state.value()
+            if ks is not None:
+                self.cache[key] = ks
+        return ks
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
-        ks: KeyState | None = self.state.value()
+        key = ctx.get_current_key()
+        ks = self._load(key)
         if ks is None:
-            ks = KeyState(value[0], value[1])
+            ks = self.cache[key] = KeyState(value[0], value[1])
         alerts = self.monitor.on_reading(ks, ctx.timestamp(), value[2], value[3], value[4])
         self._arm(ks, ctx)
         self.state.update(ks)
@@ -71,7 +83,7 @@ class ConditionFunction(KeyedProcessFunction):  # type: ignore[misc]
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
                  ) -> Iterable[Row]:
-        ks: KeyState | None = self.state.value()
+        ks = self._load(ctx.get_current_key())
         if ks is None:
             return []
         if ks.timer is not None and ks.timer <= timestamp:
