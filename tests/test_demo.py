@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import kafkahelp as kh
+import pytest
 from kafkahelp import at, reading
 
 from otbridge.cli import build_parser
@@ -52,8 +53,10 @@ def test_topics_lists_counts_and_schemas(live_stack: Settings) -> None:
     assert rows[live_stack.topics.assets]["exists"]
 
 
+@pytest.mark.timeout(900)
 def test_demo_headless_fills_every_result_topic_and_leaves_nothing(live_stack: Settings) -> None:
-    result = cli("demo", "--duration", "120", "--no-ui", timeout=400)
+    # 120 s of plant plus set-up (three job submissions) and teardown
+    result = cli("demo", "--duration", "120", "--no-ui", timeout=800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "records received" in result.stderr
     pids = [int(p) for p in re.findall(r"\(pid (\d+),", result.stderr)]
