@@ -36,6 +36,11 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check otbridge connectors simulators jobs tests
 	$(BIN)/mypy otbridge
 
+## bench: job throughput on a preloaded backlog (BENCH_ARGS="--quick" for a small run)
+bench: setup
+	$(BIN)/otbridge stack up
+	$(BIN)/otbridge bench $(BENCH_ARGS)
+
 up: setup
 	$(BIN)/otbridge stack up
 

@@ -54,7 +54,8 @@ def tail(settings: Settings, topic: str, *, from_beginning: bool, max_records: i
             if msg.error():
                 continue
             last = time.monotonic()
-            k = msg.key().decode(errors="replace") if msg.key() is not None else None
+            raw_key = msg.key()
+            k = raw_key.decode(errors="replace") if raw_key is not None else None
             if key is not None and k != key:
                 continue
             try:
@@ -99,7 +100,7 @@ def topics(settings: Settings) -> list[dict[str, Any]]:
                 latest = reg.get_latest_version(f"{name}-value")
                 schema = {"subject": f"{name}-value", "version": latest.version,
                           "id": latest.schema_id,
-                          "name": json.loads(latest.schema.schema_str).get("name")}
+                          "name": json.loads(latest.schema.schema_str or "{}").get("name")}
             rows.append({"topic": name, "exists": True, "partitions": len(t.partitions),
                          "records": count, "schema": schema})
     finally:

@@ -54,7 +54,7 @@ class Watcher:
                 msg = consumer.poll(0.5)
                 if msg is None or msg.error() or msg.value() is None:
                     continue
-                topic = msg.topic()
+                topic = msg.topic() or ""
                 try:
                     value = de(msg.value(), SerializationContext(topic, MessageField.VALUE))
                 except Exception:
@@ -62,7 +62,7 @@ class Watcher:
                 key = (msg.key() or b"").decode(errors="replace")
                 with self._lock:
                     self._counts[topic] += 1
-                    self.latest[topic][key] = value
+                    self.latest[topic][key] = value if isinstance(value, dict) else {}
         finally:
             consumer.close()
 
