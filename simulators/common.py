@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from simulators.plant import PLANT_FILE, PlantError, load_plant
 from simulators.runtime import PlantRuntime, WallClock
@@ -137,3 +138,27 @@ def serve_until_signal(
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def serve_simulator(sim: Any, runtime: PlantRuntime, args: argparse.Namespace,
+                    banner: Callable[[], str]) -> int:
+    """Serve `sim` (and the fault/pin control port when asked) until SIGINT/SIGTERM."""
+    from simulators.control import ControlServer
+
+    control = (
+        ControlServer(runtime, port=args.control_port) if args.control_port is not None else None
+    )
+
+    async def start() -> None:
+        await sim.start()
+        print(banner(), flush=True)
+        if control is not None:
+            await control.start()
+            print(f"control on {control.url}", flush=True)
+
+    async def stop() -> None:
+        if control is not None:
+            await control.stop()
+        await sim.stop()
+
+    return serve_until_signal(start, stop, log_level=args.log_level)

@@ -25,8 +25,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulators.common import add_modbus_arguments, build_runtime, serve_until_signal
-from simulators.control import ControlServer
+from simulators.common import add_modbus_arguments, build_runtime, serve_simulator
 from simulators.modbus_map import ModbusMap, RegisterEntry, UnitMap, encode, load_map
 from simulators.runtime import PlantRuntime
 
@@ -210,23 +209,9 @@ def run(args: argparse.Namespace) -> int:
     runtime = build_runtime(args)
     modbus_map = load_map(args.map, runtime.plant)
     sim = ModbusSimulator(runtime, modbus_map, host=args.host, port=args.port)
-    control = (
-        ControlServer(runtime, port=args.control_port) if args.control_port is not None else None
+    return serve_simulator(
+        sim, runtime, args, lambda: f"modbus simulator listening on {sim.host}:{sim.port}"
     )
-
-    async def start() -> None:
-        await sim.start()
-        print(f"modbus simulator listening on {sim.host}:{sim.port}", flush=True)
-        if control is not None:
-            await control.start()
-            print(f"control on {control.url}", flush=True)
-
-    async def stop() -> None:
-        if control is not None:
-            await control.stop()
-        await sim.stop()
-
-    return serve_until_signal(start, stop, log_level=args.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

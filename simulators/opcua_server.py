@@ -40,9 +40,8 @@ from simulators.common import (
     PASSWORD_ENV,
     add_opcua_arguments,
     build_runtime,
-    serve_until_signal,
+    serve_simulator,
 )
-from simulators.control import ControlServer
 from simulators.model import CHARGE_POINT_TAGS, MACHINE_TAGS, TAG_UNITS, Value
 from simulators.runtime import PlantRuntime
 
@@ -397,23 +396,9 @@ def run(args: argparse.Namespace) -> int:
         cert_dir=args.cert_dir or DEFAULT_CERT_DIR,
         update_interval_s=args.update_interval_s,
     )
-    control = (
-        ControlServer(runtime, port=args.control_port) if args.control_port is not None else None
+    return serve_simulator(
+        sim, runtime, args, lambda: f"opcua simulator listening on {sim.endpoint}"
     )
-
-    async def start() -> None:
-        await sim.start()
-        print(f"opcua simulator listening on {sim.endpoint}", flush=True)
-        if control is not None:
-            await control.start()
-            print(f"control on {control.url}", flush=True)
-
-    async def stop() -> None:
-        if control is not None:
-            await control.stop()
-        await sim.stop()
-
-    return serve_until_signal(start, stop, log_level=args.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
