@@ -103,6 +103,15 @@ def test_poison_goes_to_dlq_while_job_keeps_running(live_stack: Settings, unique
         assert (not_avro["source_topic"], not_avro["source_partition"],
                 not_avro["source_offset"]) == (topics["readings"], 0, 1)
         assert {v["producer"] for _, v, _ in dead} == {"downsample"}
+
+        # behind the watermark (10:01:05) but in a window still open (10:01): on time
+        kh.produce(settings, topics["readings"], "Reading", [
+            reading(PRESS, "temperature", 47.0, at(10, 1, 2), seq=7),
+            reading(PRESS, "temperature", 52.0, at(10, 2, 10), seq=8)])
+        out = kh.consume(settings, topics["readings_1m"], 2, timeout_s=90)
+        assert [(v["window_start"], v["count"], v["min"], v["max"]) for _, v, _ in out] == [
+            (at(10, 0), 2, 40.0, 44.0), (at(10, 1), 2, 47.0, 50.0)]
+        assert len(kh.consume(settings, topics["dlq"], 5, settle_s=3)) == 5
         assert jobs.job(settings, job_id)["state"] == "RUNNING"
     finally:
         jobs.cancel(settings, job_id)

@@ -63,6 +63,21 @@ class DecodeReading(TableFunction):  # type: ignore[misc]
         )
 
 
+def late_condition(window_s: int | None, allowed_lateness_s: int) -> str:
+    """SQL: true when r.event_ts can no longer be used. Flink closes a tumbling window once the
+    watermark reaches its end minus 1 ms, i.e. once watermark + 1 ms lies in a later window;
+    windows are aligned to the epoch, as TUMBLE aligns them."""
+    watermark = f"CURRENT_WATERMARK(r.event_ts) - INTERVAL '{allowed_lateness_s}' SECOND"
+    if not window_s:
+        return f"r.event_ts < {watermark}"
+
+    def index(ts: str) -> str:
+        return f"FLOOR(TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), {ts}) / {window_s}.0)"
+
+    next_ms = watermark + " + INTERVAL '0.001' SECOND"
+    return f"{index('r.event_ts')} < {index(next_ms)}"
+
+
 def register_readings(
     t_env: TableEnvironment,
     stmt_set: StatementSet,
@@ -75,10 +90,15 @@ def register_readings(
     group_suffix: str = "",
     out_of_orderness_s: int = 5,
     allowed_lateness_s: int = 0,
+    late_window_s: int | None = None,
     max_future_s: float = 300.0,
 ) -> None:
     """Create the `readings` view (usable readings, event time `event_ts`) and route the rest
-    of iiot.readings to the dead-letter topic as part of stmt_set."""
+    of iiot.readings to the dead-letter topic as part of stmt_set.
+
+    A reading is late when the job can no longer use it: with `late_window_s`, when the
+    tumbling window of that size it falls into has already been closed by the watermark
+    (minus `allowed_lateness_s`); without, when it is older than the watermark."""
     reg = settings.registry
     user_info = (
         f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
@@ -105,7 +125,7 @@ def register_readings(
             transactional_id_prefix=None,  # dead letters: at-least-once is enough
         ),
         "out_of_orderness_s": str(out_of_orderness_s),
-        "allowed_lateness_s": str(allowed_lateness_s),
+        "late_condition": late_condition(late_window_s, allowed_lateness_s),
         "job_name": job_name,
     }
     *ddl, insert = render_sql(SQL, params)

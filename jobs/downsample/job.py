@@ -31,6 +31,7 @@ def build(
     register_readings(
         t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
+        late_window_s=minute_window_s,
     )
 
     def sink(topic: str) -> str:

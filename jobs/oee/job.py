@@ -127,6 +127,7 @@ def build(
     register_readings(
         t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
+        late_window_s=window_s,
     )
     *ddl, insert = render_sql(SQL, {
         "oee_sink": kafka_avro_sink(
