@@ -22,6 +22,21 @@ COMPONENT_LOGS = {
     "flink-taskmanager": ["flink-taskmanager"],
 }
 
+BENCH_STAGES = ["producer", "connector", "jobs", "alternatives", "latency", "scale", "memory"]
+BENCH_HELP = """\
+Measured throughput and latency of every stage of otbridge, with the alternatives; prints a
+markdown table (and JSON with --json). Needs the local stack up (`otbridge stack up`).
+
+stages, in the order they run:
+  producer      Kafka's own kafka-producer-perf-test at the Reading's size (the ceiling)
+  connector     one Modbus / one OPC UA connector process into Kafka; CPU per 10k readings
+  jobs          each job on a preloaded backlog, parallelism 1 and 2
+  alternatives  a plain Python consumer script and Quix Streams doing the downsample job
+  latency       reading -> alert time at a steady load: p50, p95, p99
+  scale         downsample throughput at 100, 10k and 100k distinct keys
+  memory        RSS of the whole demo (stack + simulators + connectors)
+"""
+
 STACK_HELP = """\
 settings (environment variables; or the same keys in otbridge.yaml / $OTBRIDGE_CONFIG):
   OTBRIDGE_STACK__STATE_DIR              state folder (data, logs, fetched jars) [.otbridge]
@@ -150,8 +165,12 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from otbridge import bench
 
-    return bench.main(settings, quick=args.quick, jobs_=args.jobs, n=args.readings,
-                      parallelisms=args.parallelism, out_json=args.json)
+    unknown = [s for s in args.stages if s not in BENCH_STAGES]
+    if unknown:
+        raise OtbridgeError(f"bench: unknown stage {', '.join(unknown)}; valid stages: "
+                            f"{', '.join(BENCH_STAGES)}")
+    return bench.main(settings, stages=args.stages, quick=args.quick, readings=args.readings,
+                      out_json=args.json, out_md=args.markdown)
 
 
 def _print_status(report: dict[str, dict[str, object]], *, as_json: bool) -> None:
@@ -242,12 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     topics_p.add_argument("--json", action="store_true")
     topics_p.set_defaults(handler=cmd_topics)
 
-    bench_p = sub.add_parser("bench", help="measure job throughput on a backlog")
-    bench_p.add_argument("--quick", action="store_true", help="20k readings instead of 1M")
-    bench_p.add_argument("--readings", type=int, metavar="N")
-    bench_p.add_argument("--jobs", nargs="+", default=["downsample", "oee", "conditions"])
-    bench_p.add_argument("--parallelism", type=int, nargs="+", default=[1])
+    bench_p = sub.add_parser(
+        "bench", help="measure throughput and latency of every stage",
+        description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_p.add_argument("stages", nargs="*", metavar="STAGE",
+                         help=f"one or more of: {', '.join(BENCH_STAGES)} (default: all)")
+    bench_p.add_argument("--quick", action="store_true",
+                         help="a small version of every stage (minutes, not an hour)")
+    bench_p.add_argument("--readings", type=int, metavar="N",
+                         help="backlog size (default 1,000,000; 20,000 with --quick)")
     bench_p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench_p.add_argument("--markdown", metavar="FILE", help="also write the markdown table")
     bench_p.set_defaults(handler=cmd_bench)
 
     # the OT half registers its own commands (`sim`, `connect`, `assets`); optional extras
