@@ -1,66 +1,42 @@
-"""The shared input of every job: raw readings, decoded in Python, bad ones to the DLQ."""
+"""The shared input of every job: raw readings, decoded once on the JVM, bad ones to the DLQ."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from datetime import datetime
+import json
 from pathlib import Path
-from typing import Any
 
-from pyflink.table import DataTypes, StatementSet, TableEnvironment
-from pyflink.table.udf import FunctionContext, TableFunction, udtf
+from pyflink.table import StatementSet, TableEnvironment
 
 from otbridge.flinkjob import kafka_avro_sink, kafka_raw_source, render_sql
 from otbridge.registry import schema_json
 from otbridge.settings import Settings
-from otbridge.wire import RegistryLookup, WireDecoder, check_reading
+from otbridge.stack.fetch import build_udf, udf_jar
 
 SQL = Path(__file__).with_name("readings.sql")
 
-DECODED_FIELDS = [
-    ("reason", DataTypes.STRING()),
-    ("detail", DataTypes.STRING()),
-    ("asset", DataTypes.STRING()),
-    ("tag", DataTypes.STRING()),
-    ("value", DataTypes.DOUBLE()),
-    ("text", DataTypes.STRING()),
-    ("unit", DataTypes.STRING()),
-    ("quality", DataTypes.STRING()),
-    ("seq", DataTypes.BIGINT()),
-    ("connector", DataTypes.STRING()),
-]
+def register_decoder(t_env: TableEnvironment, settings: Settings, max_future_s: float) -> None:
+    """`decode_reading(raw)`: the Java table function of jobs/udf (the JVM twin of
+    otbridge.wire's WireDecoder + check_reading, same reasons). Its jar travels with the job in
+    pipeline.jars, so a remote cluster needs nothing installed for it."""
+    from pyflink.common import Configuration
+    from pyflink.java_gateway import get_gateway
 
-
-class DecodeReading(TableFunction):  # type: ignore[misc]
-    """raw bytes -> one row: the reading's fields, or a DLQ reason and detail."""
-
-    def __init__(self, registry_url: str, user_info: str | None, max_future_s: float) -> None:
-        self.registry_url = registry_url
-        self.user_info = user_info
-        self.max_future_ms = int(max_future_s * 1000)
-        self.decoder: WireDecoder | None = None
-
-    def open(self, function_context: FunctionContext) -> None:
-        self.decoder = WireDecoder(
-            schema_json("Reading"), RegistryLookup(self.registry_url, self.user_info)
-        )
-
-    def eval(self, raw: bytes | None, event_ts: datetime | None) -> Iterator[tuple[Any, ...]]:
-        assert self.decoder is not None
-        decoded = self.decoder.decode(raw)
-        if decoded.record is not None:
-            decoded = check_reading(
-                decoded.record, now_ms=int(time.time() * 1000), max_future_ms=self.max_future_ms
-            )
-        rec = decoded.record
-        if rec is None:
-            yield (decoded.reason, decoded.detail, None, None, None, None, None, None, None, None)
-            return
-        yield (
-            None, None, rec["asset"], rec["tag"], rec["value"], rec["text"], rec["unit"],
-            rec["quality"], rec["seq"], rec["connector"],
-        )
+    jar = udf_jar(settings.stack.lib_dir)
+    if not jar.is_file():
+        build_udf(settings.stack.lib_dir)
+    config = t_env.get_config()
+    jars = Configuration.parse_list_value(config.get("pipeline.jars", "") or "")
+    config.set("pipeline.jars", ";".join([*jars, jar.as_uri()]))
+    reg = settings.registry
+    user_info = (
+        f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
+        if reg.basic_auth_username and reg.basic_auth_password
+        else None
+    )
+    function = get_gateway().jvm.io.otbridge.flink.DecodeReading(
+        reg.url, user_info, json.dumps(schema_json("Reading")), int(max_future_s * 1000)
+    )
+    t_env._j_tenv.createTemporarySystemFunction("decode_reading", function)
 
 
 def late_condition(window_s: int | None, allowed_lateness_s: int) -> str:
@@ -99,17 +75,7 @@ def register_readings(
     A reading is late when the job can no longer use it: with `late_window_s`, when the
     tumbling window of that size it falls into has already been closed by the watermark
     (minus `allowed_lateness_s`); without, when it is older than the watermark."""
-    reg = settings.registry
-    user_info = (
-        f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
-        if reg.basic_auth_username and reg.basic_auth_password
-        else None
-    )
-    decode = udtf(
-        DecodeReading(reg.url, user_info, max_future_s),
-        result_types=[t for _, t in DECODED_FIELDS],
-    )
-    t_env.create_temporary_function("decode_reading", decode)
+    register_decoder(t_env, settings, max_future_s)
     params = {
         "readings_source": kafka_raw_source(
             settings,

@@ -1,4 +1,4 @@
--- shared input of every job: iiot.readings as raw bytes, decoded by decode_reading (Python),
+-- shared input of every job: iiot.readings as raw bytes, decoded by decode_reading (jobs/udf, Java),
 -- so a record Flink's avro-confluent format would fail the job on goes to the DLQ instead.
 
 -- source: raw record bytes plus where they came from.
@@ -27,7 +27,7 @@ SELECT
   -- window operator; it is counted in the DLQ instead (a record merely behind the watermark,
   -- in a window still open, is on time)
   CASE WHEN d.reason IS NULL AND ${late_condition} THEN TRUE ELSE FALSE END AS too_late
-FROM readings_raw AS r, LATERAL TABLE(decode_reading(r.`raw`, r.event_ts))
+FROM readings_raw AS r, LATERAL TABLE(decode_reading(r.`raw`))
   AS d(reason, detail, asset, tag, `value`, `text`, unit, quality, seq, connector);
 
 CREATE TEMPORARY VIEW readings AS

@@ -1,0 +1,205 @@
+package io.otbridge.flink;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.Base64;
+import java.util.HashMap;
+import java.util.Locale;
+import java.util.Map;
+import org.apache.avro.Schema;
+import org.apache.avro.generic.GenericDatumReader;
+import org.apache.avro.generic.GenericRecord;
+import org.apache.avro.io.BinaryDecoder;
+import org.apache.avro.io.DecoderFactory;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.functions.FunctionContext;
+import org.apache.flink.table.functions.TableFunction;
+import org.apache.flink.types.Row;
+
+/**
+ * {@code decode_reading(raw BYTES)}: one row per Kafka record of iiot.readings, either the
+ * reading's fields or a dead-letter reason and detail. Never throws on bad input.
+ *
+ * <p>The JVM twin of otbridge/wire.py (WireDecoder + check_reading), with the same reasons and
+ * details: not_avro, unknown_schema_id, registry_unavailable, schema_mismatch, nan_value,
+ * inf_value, future_timestamp. The writer schema comes from the record's schema id (Confluent
+ * wire format), fetched from the registry once per id and resolved against the Reading schema.
+ */
+@FunctionHint(
+    output =
+        @DataTypeHint(
+            "ROW<reason STRING, detail STRING, asset STRING, tag STRING, `value` DOUBLE,"
+                + " `text` STRING, unit STRING, quality STRING, seq BIGINT, connector STRING>"))
+public class DecodeReading extends TableFunction<Row> {
+  private static final long serialVersionUID = 1L;
+  private static final long NEGATIVE_TTL_MS = 10_000;
+
+  private final String registryUrl;
+  private final String userInfo;
+  private final String readerSchemaText;
+  private final long maxFutureMs;
+
+  private transient Schema reader;
+  private transient Map<Integer, GenericDatumReader<GenericRecord>> readers;
+  private transient Map<Integer, Long> missingUntil;
+  private transient HttpClient http;
+  private transient ObjectMapper json;
+  private transient BinaryDecoder decoder;
+  private transient GenericRecord reuse;
+  private transient int asset, tag, value, text, unit, quality, sourceTs, seq, connector;
+
+  /**
+   * @param registryUrl Confluent-compatible API base, e.g. http://127.0.0.1:8080/apis/ccompat/v7
+   * @param userInfo "user:password" for basic auth, or null
+   * @param readerSchema the Reading schema (schemas/Reading.avsc) as JSON text
+   * @param maxFutureMs how far in the future a source timestamp may be
+   */
+  public DecodeReading(String registryUrl, String userInfo, String readerSchema, long maxFutureMs) {
+    this.registryUrl = registryUrl.replaceAll("/+$", "");
+    this.userInfo = userInfo;
+    this.readerSchemaText = readerSchema;
+    this.maxFutureMs = maxFutureMs;
+  }
+
+  @Override
+  public void open(FunctionContext context) {
+    reader = new Schema.Parser().parse(readerSchemaText);
+    readers = new HashMap<>();
+    missingUntil = new HashMap<>();
+    http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
+    json = new ObjectMapper();
+    asset = reader.getField("asset").pos();
+    tag = reader.getField("tag").pos();
+    value = reader.getField("value").pos();
+    text = reader.getField("text").pos();
+    unit = reader.getField("unit").pos();
+    quality = reader.getField("quality").pos();
+    sourceTs = reader.getField("source_ts").pos();
+    seq = reader.getField("seq").pos();
+    connector = reader.getField("connector").pos();
+  }
+
+  public void eval(byte[] raw) {
+    if (raw == null || raw.length < 5 || raw[0] != 0) {
+      dead("not_avro", "no Confluent wire-format header (magic byte 0)");
+      return;
+    }
+    int schemaId =
+        ((raw[1] & 0xff) << 24) | ((raw[2] & 0xff) << 16) | ((raw[3] & 0xff) << 8) | (raw[4] & 0xff);
+    GenericDatumReader<GenericRecord> datumReader = readers.get(schemaId);
+    if (datumReader == null) {
+      Long until = missingUntil.get(schemaId);
+      if (until != null && until > System.currentTimeMillis()) {
+        dead("unknown_schema_id", "schema id " + schemaId + " is not registered");
+        return;
+      }
+      String writerText;
+      try {
+        writerText = lookup(schemaId);
+      } catch (Exception e) {
+        dead("registry_unavailable", "schema id " + schemaId + ": " + e);
+        return;
+      }
+      if (writerText == null) {
+        missingUntil.put(schemaId, System.currentTimeMillis() + NEGATIVE_TTL_MS);
+        dead("unknown_schema_id", "schema id " + schemaId + " is not registered");
+        return;
+      }
+      try {
+        datumReader = new GenericDatumReader<>(new Schema.Parser().parse(writerText), reader);
+      } catch (RuntimeException e) {
+        dead("schema_mismatch", truncate("schema id " + schemaId + ": " + e));
+        return;
+      }
+      readers.put(schemaId, datumReader);
+    }
+    GenericRecord r;
+    try {
+      decoder = DecoderFactory.get().binaryDecoder(raw, 5, raw.length - 5, decoder);
+      r = datumReader.read(reuse, decoder);
+      reuse = r;
+    } catch (Exception e) { // truncated body, unresolvable writer/reader pair, ...
+      reuse = null;
+      dead("schema_mismatch", truncate("schema id " + schemaId + ": " + e));
+      return;
+    }
+    String assetS = str(r.get(asset));
+    String tagS = str(r.get(tag));
+    Double v = (Double) r.get(value);
+    if (v != null && v.isNaN()) {
+      dead("nan_value", assetS + " " + tagS + ": value is NaN");
+      return;
+    }
+    if (v != null && v.isInfinite()) {
+      dead("inf_value", assetS + " " + tagS + ": value is " + (v > 0 ? "inf" : "-inf"));
+      return;
+    }
+    long ts = (Long) r.get(sourceTs);
+    long now = System.currentTimeMillis();
+    if (ts > now + maxFutureMs) {
+      dead(
+          "future_timestamp",
+          String.format(
+              Locale.ROOT,
+              "%s %s: source_ts %d is %.0f s in the future",
+              assetS,
+              tagS,
+              ts,
+              (ts - now) / 1000.0));
+      return;
+    }
+    collect(
+        Row.of(
+            null,
+            null,
+            assetS,
+            tagS,
+            v,
+            str(r.get(text)),
+            str(r.get(unit)),
+            str(r.get(quality)),
+            (Long) r.get(seq),
+            str(r.get(connector))));
+  }
+
+  private void dead(String reason, String detail) {
+    collect(Row.of(reason, detail, null, null, null, null, null, null, null, null));
+  }
+
+  private static String str(Object o) {
+    return o == null ? null : o.toString();
+  }
+
+  private static String truncate(String s) {
+    return s.length() > 500 ? s.substring(0, 500) : s;
+  }
+
+  /** The schema text for an id, or null when the registry does not know it (404). */
+  private String lookup(int schemaId) throws Exception {
+    HttpRequest.Builder req =
+        HttpRequest.newBuilder(URI.create(registryUrl + "/schemas/ids/" + schemaId))
+            .timeout(Duration.ofSeconds(10))
+            .header("Accept", "application/json");
+    if (userInfo != null && !userInfo.isEmpty()) {
+      String token =
+          Base64.getEncoder().encodeToString(userInfo.getBytes(StandardCharsets.UTF_8));
+      req.header("Authorization", "Basic " + token);
+    }
+    HttpResponse<String> resp = http.send(req.build(), HttpResponse.BodyHandlers.ofString());
+    if (resp.statusCode() == 404) {
+      return null;
+    }
+    if (resp.statusCode() != 200) {
+      throw new java.io.IOException("HTTP " + resp.statusCode() + " from the registry");
+    }
+    JsonNode body = json.readTree(resp.body());
+    return body.get("schema").asText();
+  }
+}
