@@ -1,11 +1,10 @@
-"""`otbridge demo` headless, `otbridge tail --json`, `otbridge topics`, and the README's
-commands: what a newcomer runs first."""
+"""`otbridge demo` headless, `otbridge tail --json`, `otbridge topics`: what a newcomer runs
+first (the README's commands are tests/test_readme.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ import kafkahelp as kh
 import pytest
 from kafkahelp import at, reading
 
-from otbridge.cli import build_parser
 from otbridge.kafka import TopicSpec, ensure_topics
 from otbridge.settings import Settings
 
@@ -68,23 +66,3 @@ def test_demo_headless_fills_every_result_topic_and_leaves_nothing(live_stack: S
                if j["state"] == "RUNNING" and j["name"] in
                ("otbridge-oee", "otbridge-conditions", "otbridge-downsample")]
     assert running == []
-
-
-def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    commands = []
-    for block in blocks:
-        for line in block.splitlines():
-            line = line.split(" #", 1)[0].split(" | ", 1)[0].strip()  # no comments, no pipes
-            if line.startswith((".venv/bin/otbridge ", "otbridge ")):
-                commands.append(line.split("otbridge ", 1)[1])
-    return commands
-
-
-def test_every_readme_otbridge_command_is_valid() -> None:
-    commands = readme_commands()
-    assert len(commands) >= 5
-    parser = build_parser()
-    for command in commands:
-        parser.parse_args(shlex.split(command))  # exits (fails the test) if it does not parse
