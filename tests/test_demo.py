@@ -57,6 +57,11 @@ def test_demo_headless_fills_every_result_topic_and_leaves_nothing(live_stack: S
     result = cli("demo", "--duration", "120", "--no-ui", timeout=800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "records received" in result.stderr
+    # the issue's promise: OEE values and an alert on screen within 90 s of the stack being up
+    first = dict(re.findall(r"(iiot\.[a-z0-9.]+) (\d+) s",
+                            result.stderr.split("first record after the stack was up:")[1]))
+    assert int(first[live_stack.topics.oee]) <= 90, first
+    assert int(first[live_stack.topics.alerts]) <= 90, first
     pids = [int(p) for p in re.findall(r"\(pid (\d+),", result.stderr)]
     assert len(pids) == 4  # two simulators, two connectors
     for pid in pids:
@@ -66,3 +71,41 @@ def test_demo_headless_fills_every_result_topic_and_leaves_nothing(live_stack: S
                if j["state"] == "RUNNING" and j["name"] in
                ("otbridge-oee", "otbridge-conditions", "otbridge-downsample")]
     assert running == []
+
+
+def test_view_shows_state_current_window_and_last_hour() -> None:
+    from datetime import timedelta
+
+    from rich.console import Console
+
+    from otbridge.demo.view import last_hour, render
+
+    def window(start_min: int, run_s: float, total: int, good: int) -> dict[str, object]:
+        start = at(10, start_min)
+        return {"asset": "acme/a/b/l1/press01", "window_start": start,
+                "window_end": start + timedelta(minutes=1), "planned_s": 60.0, "run_s": run_s,
+                "unplanned_stop_s": 60.0 - run_s, "planned_stop_s": 0.0, "unknown_s": 0.0,
+                "total_count": total, "good_count": good, "ideal_cycle_time_s": 2.0,
+                "availability": run_s / 60, "performance": 2.0 * total / run_s,
+                "quality": good / total, "oee": None}
+
+    windows = [window(0, 50.0, 24, 22), window(1, 60.0, 30, 30)]
+    # summed components, not an average of the two windows' ratios
+    hour = last_hour(windows)
+    assert round(hour["availability"], 4) == round(110 / 120, 4)
+    assert round(hour["performance"], 4) == round(2.0 * 54 / 110, 4)
+    assert round(hour["quality"], 4) == round(52 / 54, 4)
+
+    class Snap:
+        def snapshot(self) -> dict[str, dict[str, dict[str, object]]]:
+            return {"iiot.oee": {f"k{i}": w for i, w in enumerate(windows)}, "iiot.alerts": {},
+                    "iiot.readings.1m": {},
+                    "states": {"acme/a/b/l1/press01": {"quality": "GOOD", "value": 3.0,
+                                                       "text": None}}}
+
+    console = Console(width=250, record=True)
+    console.print(render(Snap(), Settings(), {}))  # type: ignore[arg-type]
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "press01" in line)
+    assert "DOWN" in row and "10:01:00+60s" in row and "100.0%" in row
+    assert f"{100 * 110 / 120:5.1f}%" in row  # last-hour availability

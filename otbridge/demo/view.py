@@ -18,26 +18,60 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:5.1f}%"
 
 
+# the simulated plant's state codes (simulators/plant.yaml)
+STATE_NAMES = {1: "RUNNING", 2: "IDLE", 3: "DOWN", 4: "BLOCKED", 5: "SETUP", 6: "BREAK"}
+
+
+def state_name(reading: dict[str, Any] | None) -> str:
+    if reading is None:
+        return "-"
+    if reading.get("quality") != "GOOD":
+        return f"? ({reading.get('quality')})"
+    if reading.get("text"):
+        return str(reading["text"])
+    value = reading.get("value")
+    return "-" if value is None else STATE_NAMES.get(int(value), f"code {value:g}")
+
+
+def last_hour(windows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """OEE over many windows from their summed components (not an average of ratios)."""
+    planned = sum(w["planned_s"] for w in windows)
+    run = sum(w["run_s"] for w in windows)
+    total = sum(w["total_count"] for w in windows)
+    good = sum(w["good_count"] for w in windows)
+    ideal = sum(w["ideal_cycle_time_s"] * w["total_count"] for w in windows)
+    a = run / planned if planned > 0 else None
+    p = min(ideal / run, 1.0) if run > 0 else None
+    q = good / total if total > 0 else None
+    oee = a * p * q if None not in (a, p, q) else None  # type: ignore[operator]
+    return {"availability": a, "performance": p, "quality": q, "oee": oee}
+
+
 def render(watcher: Watcher, settings: Settings, lag: dict[str, int | None]) -> Group:
     snap = watcher.snapshot()
     t = settings.topics
 
-    oee = Table(title="OEE (latest window per machine)", expand=True)
-    for col in ("asset", "window", "state time run/unpl/plan/unkn s", "A", "P", "Q", "OEE",
-                "good/total"):
+    oee = Table(title="Machines: state, OEE of the latest window and of the last hour",
+                expand=True)
+    for col in ("asset", "state", "window", "run/unpl/plan/unkn s", "A", "P", "Q", "OEE",
+                "good/total", "last hour A", "P", "Q", "OEE"):
         oee.add_column(col)
-    latest_per_asset: dict[str, dict[str, Any]] = {}
+    per_asset: dict[str, list[dict[str, Any]]] = {}
     for row in snap[t.oee].values():
-        cur = latest_per_asset.get(row["asset"])
-        if cur is None or row["window_start"] > cur["window_start"]:
-            latest_per_asset[row["asset"]] = row
-    for asset, w in sorted(latest_per_asset.items()):
+        per_asset.setdefault(row["asset"], []).append(row)
+    for asset, windows in sorted(per_asset.items()):
+        w = max(windows, key=lambda r: r["window_start"])
+        hour_ago = w["window_end"].timestamp() - 3600
+        hour = last_hour([r for r in windows if r["window_start"].timestamp() >= hour_ago])
         oee.add_row(
-            asset, f"{w['window_start']:%H:%M}",
+            asset, state_name(snap["states"].get(asset)),
+            f"{w['window_start']:%H:%M:%S}+{(w['window_end'] - w['window_start']).seconds}s",
             f"{w['run_s']:.0f}/{w['unplanned_stop_s']:.0f}/{w['planned_stop_s']:.0f}/"
             f"{w['unknown_s']:.0f}",
             _pct(w["availability"]), _pct(w["performance"]), _pct(w["quality"]), _pct(w["oee"]),
             f"{w['good_count']}/{w['total_count']}",
+            _pct(hour["availability"]), _pct(hour["performance"]), _pct(hour["quality"]),
+            _pct(hour["oee"]),
         )
 
     alerts = Table(title="Active alerts", expand=True)

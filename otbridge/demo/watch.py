@@ -16,14 +16,18 @@ from otbridge.settings import Settings
 
 
 class Watcher:
-    """Reads iiot.oee, iiot.alerts and iiot.readings.1m from the moment it starts."""
+    """Reads iiot.oee, iiot.alerts and iiot.readings.1m from the moment it starts, and the
+    machines' state readings from iiot.readings (`states`: asset -> latest state reading)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, state_tag: str = "state") -> None:
         t = settings.topics
         self.settings = settings
         self.topics = [t.oee, t.alerts, t.readings_1m]
         self.latest: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.topics}
         self._counts = dict.fromkeys(self.topics, 0)
+        self.states: dict[str, dict[str, Any]] = {}
+        self.state_tag = state_tag
+        self._first: dict[str, float] = {}  # topic -> time.monotonic() of its first record
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-watcher", daemon=True)
@@ -39,16 +43,24 @@ class Watcher:
         with self._lock:
             return dict(self._counts)
 
-    def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+    def first_seen(self) -> dict[str, float]:
+        """time.monotonic() at which each topic's first record arrived."""
         with self._lock:
-            return {topic: dict(rows) for topic, rows in self.latest.items()}
+            return dict(self._first)
+
+    def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """topic -> key -> latest value, and "states" -> asset -> latest state reading."""
+        with self._lock:
+            snap = {topic: dict(rows) for topic, rows in self.latest.items()}
+            snap["states"] = dict(self.states)
+            return snap
 
     def _run(self) -> None:
         de = deserializer(registry_client(self.settings))
         group = f"otbridge-demo-{uuid.uuid4().hex[:8]}"
         conf = consumer_config(self.settings, group, **{"auto.offset.reset": "latest"})
         consumer = Consumer(conf)
-        consumer.subscribe(self.topics)
+        consumer.subscribe([*self.topics, self.settings.topics.readings])
         try:
             while not self._stop.is_set():
                 msg = consumer.poll(0.5)
@@ -60,8 +72,14 @@ class Watcher:
                 except Exception:
                     continue
                 key = (msg.key() or b"").decode(errors="replace")
+                if topic == self.settings.topics.readings:
+                    if isinstance(value, dict) and value.get("tag") == self.state_tag:
+                        with self._lock:
+                            self.states[key] = value
+                    continue
                 with self._lock:
                     self._counts[topic] += 1
+                    self._first.setdefault(topic, time.monotonic())
                     self.latest[topic][key] = value if isinstance(value, dict) else {}
         finally:
             consumer.close()
