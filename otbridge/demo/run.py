@@ -83,36 +83,44 @@ def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: 
         created = ensure_topics(settings)
         if created:
             say(f"created topics: {', '.join(created)}")
-        demo.spawn("sim-modbus", "sim", "modbus", "--port", str(modbus_port),
-                   "--scenario", str(SCENARIO))
-        demo.spawn("sim-opcua", "sim", "opcua", "--port", str(opcua_port),
-                   "--scenario", str(SCENARIO))
-        load = subprocess.run(
-            [sys.executable, "-m", "otbridge.cli", "assets", "load", str(EXAMPLES / "assets.yaml")],
-            capture_output=True, text=True, cwd=PROJECT_ROOT,
-        )
-        if load.returncode != 0:
-            raise OtbridgeError(f"demo: loading asset master data failed:\n{load.stderr}")
-        say("loaded asset master data into " + settings.topics.assets)
-        time.sleep(2.0)  # let the simulators bind their ports
-        demo.spawn("connect-modbus", "connect", "modbus", "--config",
-                   str(EXAMPLES / "modbus.yaml"))
-        demo.spawn("connect-opcua", "connect", "opcua", "--config", str(EXAMPLES / "opcua.yaml"))
         names = [n for n in JOBS if n in jobs.available()]
         for name in names:
             jobs.cancel(settings, name)  # a leftover from an earlier run
-        # submitted side by side: each submission plans the job in a client JVM of its own.
+        # submitted side by side and while the plant starts: each submission plans the job in
+        # a client JVM of its own, the slowest step of the demo's start.
         # Checkpoints every 5 s: exactly-once results become visible sooner.
-        with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
-            futures = {
-                name: pool.submit(jobs.submit, settings, name,
-                                  job_args=DEMO_JOB_ARGS.get(name, []),
-                                  flink_conf={"execution.checkpointing.interval": "5s"})
-                for name in names
-            }
+        pool = ThreadPoolExecutor(max_workers=len(names) or 1)
+        futures = {
+            name: pool.submit(jobs.submit, settings, name, job_args=DEMO_JOB_ARGS.get(name, []),
+                              flink_conf={"execution.checkpointing.interval": "5s"})
+            for name in names
+        }
+        try:
+            demo.spawn("sim-modbus", "sim", "modbus", "--port", str(modbus_port),
+                       "--scenario", str(SCENARIO))
+            demo.spawn("sim-opcua", "sim", "opcua", "--port", str(opcua_port),
+                       "--scenario", str(SCENARIO))
+            load = subprocess.run(
+                [sys.executable, "-m", "otbridge.cli", "assets", "load",
+                 str(EXAMPLES / "assets.yaml")],
+                capture_output=True, text=True, cwd=PROJECT_ROOT,
+            )
+            if load.returncode != 0:
+                raise OtbridgeError(f"demo: loading asset master data failed:\n{load.stderr}")
+            say("loaded asset master data into " + settings.topics.assets)
+            time.sleep(2.0)  # let the simulators bind their ports
+            demo.spawn("connect-modbus", "connect", "modbus", "--config",
+                       str(EXAMPLES / "modbus.yaml"))
+            demo.spawn("connect-opcua", "connect", "opcua", "--config",
+                       str(EXAMPLES / "opcua.yaml"))
             for name, future in futures.items():
                 demo.job_ids[name] = future.result()
                 say(f"submitted job {name} ({demo.job_ids[name]})")
+        finally:
+            pool.shutdown(wait=True)
+            for name, future in futures.items():  # submitted, but setup failed: cancel it too
+                if name not in demo.job_ids and future.done() and not future.exception():
+                    demo.job_ids[name] = future.result()
         yield demo
     finally:
         demo.stop()
