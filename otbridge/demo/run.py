@@ -36,6 +36,7 @@ class Demo:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     job_ids: dict[str, str] = field(default_factory=dict)
     stack_ready_at: float = 0.0  # time.monotonic() when the stack was up
+    jobs_submitted_at: float = 0.0  # ... and when the last job was submitted
 
     def spawn(self, name: str, *args: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +117,7 @@ def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: 
             for name, future in futures.items():
                 demo.job_ids[name] = future.result()
                 say(f"submitted job {name} ({demo.job_ids[name]})")
+            demo.jobs_submitted_at = time.monotonic()
         finally:
             pool.shutdown(wait=True)
             for name, future in futures.items():  # submitted, but setup failed: cancel it too
@@ -139,9 +141,10 @@ def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: b
     signal.signal(signal.SIGTERM, on_signal)
     watcher = Watcher(settings)
     ready_at: float | None = None
+    submitted_at: float | None = None
     try:
         with running_demo(settings, say, keep_stack=keep_stack) as demo:
-            ready_at = demo.stack_ready_at
+            ready_at, submitted_at = demo.stack_ready_at, demo.jobs_submitted_at
             say(f"Flink web UI: {settings.flink.rest_url}   registry: {settings.registry.url}")
             watcher.start()
             started = time.monotonic()
@@ -164,9 +167,12 @@ def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: b
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     counts = watcher.counts()
     say("records received: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
-    if ready_at is not None:
-        say("first record after the stack was up: " + ", ".join(
-            f"{t} {at - ready_at:.0f} s" for t, at in sorted(watcher.first_seen().items())))
+    if ready_at is not None and submitted_at is not None:
+        first = sorted(watcher.first_seen().items())
+        say("first record after the stack was up: "
+            + ", ".join(f"{t} {at - ready_at:.0f} s" for t, at in first)
+            + f"; after the jobs were submitted ({submitted_at - ready_at:.0f} s): "
+            + ", ".join(f"{t} {at - submitted_at:.0f} s" for t, at in first))
     empty = [t for t, n in counts.items() if n == 0]
     if empty:
         say(f"no records on: {', '.join(empty)}")
