@@ -5,14 +5,14 @@
 Starts a pymodbus server (its own process) serving `--devices` unit ids with `--registers`
 holding registers each, runs `otbridge connect modbus` (one process) polling them as fast as
 it can (`--poll-interval-s`), then counts what reached Kafka. Uses a fresh topic
-`bench.readings.<id>`; the local stack must be up.
+`bench.readings.<id>`; the local stack must be up. `run_bench` is the same as a function
+(`otbridge bench connector` calls it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import socket
 import subprocess
 import sys
@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
 
 from otbridge import PROJECT_ROOT
-from otbridge.kafka import consumer_config
-from otbridge.settings import load_settings
+from otbridge.bench.ingest import ConnectorRun, connector_cmd, run_connector_process
+from otbridge.errors import OtbridgeError
+from otbridge.settings import Settings, load_settings
 
 ASSET = "acme/bench/area/line{device}/machine{device}"
 
@@ -59,7 +59,17 @@ def wait_for_port(port: int, timeout_s: float = 20) -> None:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise SystemExit(f"the benchmark server did not listen on {port}")
+    raise OtbridgeError(f"the benchmark server did not listen on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a simulator this benchmark started (by its pid)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def config(port: int, topic: str, devices: int, registers: int, poll_s: float) -> dict[str, object]:
@@ -91,23 +101,43 @@ def config(port: int, topic: str, devices: int, registers: int, poll_s: float) -
     }
 
 
-def records_in(topic: str) -> int:
-    settings = load_settings()
-    consumer = Consumer(consumer_config(settings, f"bench-{uuid.uuid4().hex}"))
+def run_bench(
+    settings: Settings,
+    *,
+    devices: int = 4,
+    registers: int = 500,
+    duration_s: float = 20.0,
+    poll_interval_s: float = 0.01,
+) -> ConnectorRun:
+    """Serve `devices` x `registers`, run one connector process on them for `duration_s` into a
+    fresh topic; the figures (sustained readings/s, CPU) are measured by
+    otbridge.bench.ingest.run_connector_process."""
+    port = free_port()
+    topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "connectors.bench_modbus", "--serve", str(port),
+         "--devices", str(devices), "--registers", str(registers)],
+        cwd=PROJECT_ROOT,
+    )  # fmt: skip
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        total = 0
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
+        wait_for_port(port)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.yaml"
+            doc = config(port, topic, devices, registers, poll_interval_s)
+            path.write_text(yaml.safe_dump(doc))
+            run = run_connector_process(
+                settings, connector_cmd("modbus", path, duration_s), topic, duration_s
+            )
     finally:
-        consumer.close()
-
-
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+        stop(server)
+    run.settings = {
+        "devices": devices,
+        "registers_per_device": registers,
+        "data_type": "uint16, scale 0.1",
+        "poll_interval_s": poll_interval_s,
+        "max_registers_per_read": 125,
+    }
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,39 +151,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         asyncio.run(serve(args.serve, args.devices, args.registers))
         return 0
-
-    port = free_port()
-    topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "connectors.bench_modbus", "--serve", str(port),
-         "--devices", str(args.devices), "--registers", str(args.registers)],
-        cwd=PROJECT_ROOT,
-    )  # fmt: skip
-    try:
-        wait_for_port(port)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "bench.yaml"
-            doc = config(port, topic, args.devices, args.registers, args.poll_interval_s)
-            path.write_text(yaml.safe_dump(doc))
-            cmd = [sys.executable, "-m", "otbridge.cli", "connect", "modbus", "--config", str(path),
-                   "--duration", str(args.duration), "--log-level", "WARNING"]  # fmt: skip
-            started = time.monotonic()
-            cpu_before = _children_cpu_s()
-            connector = subprocess.run(cmd, cwd=PROJECT_ROOT, check=False)
-            cpu_s = _children_cpu_s() - cpu_before  # the connector's own CPU time
-            elapsed = time.monotonic() - started
-        if connector.returncode != 0:
-            print(f"connector exited {connector.returncode}", file=sys.stderr)
-            return connector.returncode
-    finally:
-        server.terminate()
-        server.wait(10)
-    produced = records_in(topic)
+    run = run_bench(
+        load_settings(),
+        devices=args.devices,
+        registers=args.registers,
+        duration_s=args.duration,
+        poll_interval_s=args.poll_interval_s,
+    )
+    for line in run.log_tail:
+        print(f"connector: {line}", file=sys.stderr)
+    if run.exit_code != 0:
+        print(f"connector exited {run.exit_code}", file=sys.stderr)
+        return run.exit_code
     print(
-        f"{produced} readings in Kafka from {args.devices} devices x {args.registers} registers "
-        f"in {args.duration:.0f} s of polling ({elapsed:.1f} s with start-up and flush): "
-        f"{produced / args.duration:.0f} readings/s; "
-        f"{produced / cpu_s:.0f} readings per CPU second of the connector ({cpu_s:.1f} s CPU)"
+        f"{run.readings} readings in Kafka from {args.devices} devices x {args.registers} "
+        f"registers in {args.duration:.0f} s of polling ({run.overall_rate:.0f}/s overall); "
+        f"sustained {run.rate:.0f} readings/s over {run.window_s:.1f} s; "
+        f"{run.cpu_per_10k:.2f} CPU s per 10k readings (connector at {run.cores:.2f} cores; "
+        f"{run.total_cpu_s:.1f} s CPU in all); counters {run.counters}"
     )
     return 0
 

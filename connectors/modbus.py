@@ -15,10 +15,10 @@ import logging
 import random
 from typing import Any
 
-from connectors.config import ModbusConfig, ModbusDevice, ModbusTag, ReconnectPolicy
+from connectors.config import ModbusConfig, ModbusDevice, ReconnectPolicy
 from connectors.registers import BIT_KINDS, ReadBlock, plan_reads
 from connectors.runner import run_connector, sleep_until
-from connectors.sink import Counters, Quality, ReadingSink, Sample, utc_now
+from connectors.sink import Counters, Quality, ReadingSink, Series, now_ms
 from otbridge.errors import MissingExtraError
 from otbridge.settings import Settings
 
@@ -64,6 +64,15 @@ class DevicePoller:
             retries=device.retries,
             reconnect_delay=0,  # we reconnect ourselves, with jitter, while emitting BAD
         )
+        source = device.source
+        # per tag (in config order): its series, and where its value lands in a poll's results
+        self.series: list[Series] = [
+            sink.series(tag.asset, tag.tag, tag.unit, source) for tag in device.tags
+        ]
+        position = {(tag.asset, tag.tag): i for i, tag in enumerate(device.tags)}
+        self._positions: list[list[int]] = [
+            [position[(tag.asset, tag.tag)] for tag in block.tags] for block in self.blocks
+        ]
         self.up = False
         self._refused: set[int] = set()  # blocks the device answered with an exception
         self._reconnecting: asyncio.Task[None] | None = None
@@ -92,7 +101,7 @@ class DevicePoller:
                 if self.up:
                     await self.poll_once()
                 else:
-                    self._emit_bad(self.device.tags)
+                    self._emit_bad()
                     self._ensure_reconnecting(stop)
                 self.sink.poll()
                 next_tick += interval
@@ -112,8 +121,11 @@ class DevicePoller:
 
     async def poll_once(self) -> None:
         """Read every block once and emit one sample per tag (BAD for what could not be read)."""
-        results: dict[tuple[str, str], tuple[float | None, Any]] = {}
+        n = len(self.series)
+        values: list[float | None] = [None] * n
+        stamps: list[int] = [0] * n  # source time (ms) of each tag's value
         for i, block in enumerate(self.blocks):
+            positions = self._positions[i]
             try:
                 response = await asyncio.wait_for(self._read(block), self._request_timeout_s)
             except READ_ERRORS as exc:
@@ -126,12 +138,14 @@ class DevicePoller:
                     exc,
                 )
                 self._mark_down()
-                now = utc_now()
-                for later in self.blocks[i:]:
-                    for tag in later.tags:
-                        results[(tag.asset, tag.tag)] = (None, now)
+                now = now_ms()
+                for later in self._positions[i:]:
+                    for p in later:
+                        stamps[p] = now
                 break
-            now = utc_now()
+            now = now_ms()
+            for p in positions:
+                stamps[p] = now
             if response.isError():
                 self.counters.errors += 1
                 if i not in self._refused:  # log a refused read once, not every poll
@@ -144,27 +158,24 @@ class DevicePoller:
                         block.count,
                         getattr(response, "exception_code", "?"),
                     )
-                for tag in block.tags:
-                    results[(tag.asset, tag.tag)] = (None, now)
                 continue
             if i in self._refused:
                 self._refused.discard(i)
                 log.info(
                     "%s: %s read at %d answers again", self.device.name, block.kind, block.address
                 )
-            values = response.bits if block.kind in BIT_KINDS else response.registers
+            raw = response.bits if block.kind in BIT_KINDS else response.registers
             try:
-                decoded = block.decode(values)
+                decoded = block.decode_values(raw)
             except ValueError as exc:  # a short answer: this read's tags are BAD
                 self.counters.errors += 1
                 log.warning("%s: %s", self.device.name, exc)
-                decoded = [(tag, None) for tag in block.tags]
-            for tag, value in decoded:
-                results[(tag.asset, tag.tag)] = (value, now)
-        for tag in self.device.tags:
-            value, ts = results[(tag.asset, tag.tag)]
-            quality = Quality.GOOD if value is not None else Quality.BAD
-            self.sink.emit(self._sample(tag, value, quality, ts))
+                continue
+            for p, value in zip(positions, decoded, strict=True):
+                values[p] = value
+        emit, good, bad = self.sink.emit_value, Quality.GOOD, Quality.BAD
+        for series, value, ts in zip(self.series, values, stamps, strict=True):
+            emit(series, value, bad if value is None else good, ts)
 
     def _read(self, block: ReadBlock) -> Any:
         read = {
@@ -175,21 +186,11 @@ class DevicePoller:
         }[block.kind]
         return read(block.address, count=block.count, device_id=self.device.unit_id)
 
-    def _sample(self, tag: ModbusTag, value: float | None, quality: Quality, ts: Any) -> Sample:
-        return Sample(
-            asset=tag.asset,
-            tag=tag.tag,
-            value=value,
-            quality=quality,
-            source_ts=ts,
-            source=self.device.source,
-            unit=tag.unit,
-        )
-
-    def _emit_bad(self, tags: list[ModbusTag]) -> None:
-        now = utc_now()
-        for tag in tags:
-            self.sink.emit(self._sample(tag, None, Quality.BAD, now))
+    def _emit_bad(self) -> None:
+        """A BAD reading (value null) for every tag of the device."""
+        now = now_ms()
+        for series in self.series:
+            self.sink.emit_value(series, None, Quality.BAD, now)
 
     def _mark_down(self) -> None:
         self.up = False

@@ -21,7 +21,7 @@ from typing import Any
 
 from connectors.config import OpcUaConfig, OpcUaDevice, OpcUaTag, ReconnectPolicy
 from connectors.runner import run_connector, sleep_until, unless_stopped
-from connectors.sink import Counters, Quality, ReadingSink, Sample, utc_now
+from connectors.sink import Counters, Quality, ReadingSink, Sample, Series, millis, now_ms, utc_now
 from otbridge.errors import MissingExtraError
 from otbridge.settings import Settings
 
@@ -94,6 +94,10 @@ class DeviceSession:
         self.source = device.endpoint
         self.up = False
         self._tags: dict[int, OpcUaTag] = {}
+        self._series: dict[int, Series] = {}  # by client handle, as _tags
+        self._all_series = [
+            sink.series(tag.asset, tag.tag, tag.unit, self.source) for tag in device.tags
+        ]
         self._bad_task: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -202,6 +206,10 @@ class DeviceSession:
                 tag = tags.pop(request.RequestedParameters.ClientHandle)
                 self._tag_failed(tag, f"monitored item refused: {result.name}")
         self._tags = tags
+        self._series = {
+            handle: self.sink.series(tag.asset, tag.tag, tag.unit, self.source)
+            for handle, tag in tags.items()
+        }
         return sub
 
     async def _resolve(self, client: Client, tag: OpcUaTag) -> ua.NodeId:
@@ -240,9 +248,29 @@ class DeviceSession:
         return request
 
     async def _consume(self, sub: Subscription, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        """Emit the subscription's events until stop, a lost connection or a bad status.
+
+        A task drains the subscription's queue (`async for`: no timer per event, which cost
+        more than the rest of a data change together); this loop watches stop and lost and
+        serves the producer's callbacks meanwhile."""
         poll_s = min(self.device.publishing_interval_s, 0.2)
-        while not stop.is_set() and not lost.is_set():
-            event = await sub.next_event(timeout=poll_s)
+        pump = asyncio.create_task(self._pump(sub, lost), name=f"events {self.device.name}")
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
+        try:
+            while not stop.is_set() and not lost.is_set() and not pump.done():
+                await asyncio.wait([pump, *waits], timeout=poll_s,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                self.sink.poll()
+        finally:
+            for task in (pump, *waits):
+                task.cancel()
+            await asyncio.gather(pump, *waits, return_exceptions=True)
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            raise pump.exception()  # type: ignore[misc]
+
+    async def _pump(self, sub: Subscription, lost: asyncio.Event) -> None:
+        emitted = 0
+        async for event in sub:
             if isinstance(event, DataChangeEvent):
                 self._emit_change(event)
             elif isinstance(event, StatusChangeEvent):
@@ -250,12 +278,17 @@ class DeviceSession:
                 if not status.is_good():
                     log.warning("%s: subscription status %s", self.device.name, status.name)
                     lost.set()
-            self.sink.poll()
+                    return
+            emitted += 1
+            if emitted % 1000 == 0:  # a big publish: serve callbacks, let the loop breathe
+                self.sink.poll()
+                await asyncio.sleep(0)
+        lost.set()  # the subscription was closed
 
     def _emit_change(self, event: DataChangeEvent) -> None:
         handle = event.data.subscription_data.client_handle
-        tag = self._tags.get(handle) if handle is not None else None
-        if tag is None:
+        series = self._series.get(handle) if handle is not None else None
+        if series is None:
             return
         dv = event.data.monitored_item.Value
         quality = quality_of(dv.StatusCode if dv is not None else None)
@@ -264,19 +297,8 @@ class DeviceSession:
             quality = Quality.BAD  # no value, or NaN / infinity
         ts = None
         if dv is not None:
-            ts = as_utc(dv.SourceTimestamp) or as_utc(dv.ServerTimestamp)
-        self.sink.emit(
-            Sample(
-                asset=tag.asset,
-                tag=tag.tag,
-                value=value,
-                text=text,
-                unit=tag.unit,
-                quality=quality,
-                source_ts=ts or utc_now(),
-                source=self.source,
-            )
-        )
+            ts = dv.SourceTimestamp or dv.ServerTimestamp
+        self.sink.emit_value(series, value, quality, now_ms() if ts is None else millis(ts), text)
 
     def _tag_failed(self, tag: OpcUaTag, why: str) -> None:
         self.counters.errors += 1
@@ -317,9 +339,9 @@ class DeviceSession:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while not self.up and not stop.is_set():
-            now = utc_now()
-            for tag in self.device.tags:
-                self.sink.emit(self._bad(tag, now))
+            now = now_ms()
+            for series in self._all_series:
+                self.sink.emit_value(series, None, Quality.BAD, now)
             self.sink.poll()
             interval = self.device.publishing_interval_s
             next_tick += interval

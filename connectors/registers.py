@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
+from functools import cache, cached_property
 from typing import Literal
 
 from connectors.config import ModbusTag
@@ -112,6 +112,42 @@ def decode_tag(values: Sequence[int] | Sequence[bool], tag: ModbusTag) -> float 
     return value if math.isfinite(value) else None
 
 
+Values = Sequence[int] | Sequence[bool]
+
+
+def tag_decoder(tag: ModbusTag, start: int) -> Callable[[Values], float | None]:
+    """`decode_tag` for the tag whose registers start at `start` in a read's values, as a
+    function of those values. The common cases (bits, 16-bit integers scaled by 1 or by a
+    power of ten, no offset) skip the generic bytes-and-struct path with the same result:
+    a 16-bit integer is its register, and `scaled` divides it by the same power of ten."""
+    if tag.kind in BIT_KINDS:
+        return lambda values: 1.0 if values[start] else 0.0
+    if (
+        tag.data_type in ("uint16", "int16")
+        and tag.byte_order == "big"
+        and tag.bit is None
+        and tag.offset == 0
+    ):
+        divisor = 1.0 if tag.scale == 1 else _power_of_ten_divisor(tag.scale)
+        if divisor is not None:
+            if tag.data_type == "uint16":
+                return lambda values: _uint16(int(values[start])) / divisor
+            return lambda values: _int16(int(values[start])) / divisor
+    count = tag.register_count
+    return lambda values: decode_tag(values[start : start + count], tag)
+
+
+def _uint16(word: int) -> int:
+    if not 0 <= word <= 0xFFFF:  # what the generic path refuses too
+        raise OverflowError(f"register value {word} is not 16 bits")
+    return word
+
+
+def _int16(word: int) -> int:
+    word = _uint16(word)
+    return word - 0x10000 if word & 0x8000 else word
+
+
 @dataclass(frozen=True)
 class ReadBlock:
     """One read request: `count` registers (or bits) of one kind from `address`."""
@@ -130,12 +166,20 @@ class ReadBlock:
     def decode(
         self, values: Sequence[int] | Sequence[bool]
     ) -> list[tuple[ModbusTag, float | None]]:
+        return list(zip(self.tags, self.decode_values(values), strict=True))
+
+    def decode_values(self, values: Values) -> list[float | None]:
+        """The engineering values of `tags`, in order (what `decode` pairs with them)."""
         if len(values) < self.count:
             raise ValueError(
                 f"{self.kind} read at {self.address} returned {len(values)} values, "
                 f"expected {self.count}"
             )
-        return [(tag, decode_tag(self.slice_for(tag, values), tag)) for tag in self.tags]
+        return [decode(values) for decode in self._decoders]
+
+    @cached_property
+    def _decoders(self) -> list[Callable[[Values], float | None]]:
+        return [tag_decoder(tag, tag.address - self.address) for tag in self.tags]
 
 
 def plan_reads(
