@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pyflink.table import StatementSet, TableEnvironment
@@ -13,6 +14,7 @@ from otbridge.settings import Settings
 from otbridge.stack.fetch import build_udf, udf_jar
 
 SQL = Path(__file__).with_name("readings.sql")
+VIEW = re.compile(r"\s*CREATE TEMPORARY VIEW (?P<name>\w+) AS\s+(?P<query>.*)", re.S | re.I)
 
 def register_decoder(t_env: TableEnvironment, settings: Settings, max_future_s: float) -> None:
     """`decode_reading(raw)`: the Java table function of jobs/udf (the JVM twin of
@@ -96,5 +98,11 @@ def register_readings(
     }
     *ddl, insert = render_sql(SQL, params)
     for statement in ddl:
-        t_env.execute_sql(statement)
+        view = VIEW.match(statement)
+        if view:
+            # a view made from one Table is one node of the plan, shared by every INSERT that
+            # reads it; a SQL view is expanded (and, through LATERAL TABLE, decoded) per INSERT
+            t_env.create_temporary_view(view["name"], t_env.sql_query(view["query"]))
+        else:
+            t_env.execute_sql(statement)
     stmt_set.add_insert_sql(insert)
