@@ -1,0 +1,167 @@
+"""`otbridge bench latency memory --quick` against the live stack: correct, not fast.
+
+Speed is what the bench reports; these tests hold it to measuring the right thing: every
+scheduled alert arrives exactly as planned, the percentiles are real numbers in order, every
+part of the demo is counted, and nothing the stages started is left running.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from jobs.conditions.rules import parse_rules
+from otbridge import jobs
+from otbridge.bench import QUICK_READINGS
+from otbridge.bench.common import Context
+from otbridge.bench.latency import (
+    HOLD_S,
+    MAX_STEPS,
+    QUICK_SECONDS,
+    QUICK_WARMUP_S,
+    TRIGGER_RULE,
+    ReadingEncoder,
+    Step,
+    capacity,
+    next_step,
+    percentile,
+    rules_yaml,
+    schedule,
+    stage_latency,
+)
+from otbridge.bench.memory import DEMO_PARTS, stage_memory
+from otbridge.registry import schema_json
+from otbridge.settings import Settings
+
+
+def test_reading_encoder_writes_what_fastavro_writes() -> None:
+    parsed = fastavro.parse_schema(schema_json("Reading"))
+    enc = ReadingEncoder(42, "bench://latency", "bench-latency")
+    cases = [("acme/berlin/body/line1/press0001", "temperature", 47.25, "degC", 1_795_325_539_078,
+              0), ("a", "state", -1.5, None, 0, 2**40), ("ä/x", "t", 1e300, "mm/s", -5, 127)]
+    for asset, tag, value, unit, ts, seq in cases:
+        raw = enc.encode(asset, tag, value, unit, ts, seq)
+        assert raw[:5] == b"\x00\x00\x00\x00\x2a"
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, {
+            "asset": asset, "tag": tag, "value": value, "text": None, "unit": unit,
+            "quality": "GOOD", "source_ts": ts, "ingest_ts": ts, "source": "bench://latency",
+            "seq": seq, "connector": "bench-latency"})
+        assert raw[5:] == buf.getvalue()
+
+
+def test_schedule_raises_and_clears_each_episode_without_overlap() -> None:
+    plan = schedule(5, 20)
+    assert plan[0][0] == 5 and plan[-1][0] < 5 + 20
+    assert Counter(v for _, _, v in plan) == {1.0: len(plan) // 2, 0.0: len(plan) // 2}
+    last: dict[int, float] = {}
+    for _, asset, value in plan:  # per asset: up, down, up, down ...
+        assert last.get(asset, 0.0) != value
+        last[asset] = value
+    ups = [t for t, _, v in plan if v == 1.0]
+    downs = [t for t, _, v in plan if v == 0.0]
+    assert all(d - u == HOLD_S for u, d in zip(ups, downs, strict=True))
+
+
+def test_bench_rules_are_the_plants_plus_a_trigger_without_delay() -> None:
+    rules = {r.name: r for r in parse_rules(rules_yaml())}
+    trigger = rules.pop(TRIGGER_RULE)
+    assert trigger.kind == "high"
+    assert trigger.on_delay_s == 0 and trigger.off_delay_s == 0 and trigger.hysteresis == 0
+    assert "vibration-high" in rules and "no-data" in rules
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 99) == 4.0
+    assert math.isnan(percentile([], 50))
+
+
+def _step(rate: float, sustained: bool, read: float | None = None) -> Step:
+    """A finished run; one that fell behind got through `read` readings/s, so its latency grew
+    by rate / read - 1 per second."""
+    step = Step(rate=rate, seconds=60, warmup_s=10, expected=120, seen=120)
+    slope = rate / read - 1 if read else 0.0
+    step.trigger_ts = [1_000_000 + 500 * i for i in range(120)]
+    step.latencies_ms = [50 + slope * (ts - 1_000_000) for ts in step.trigger_ts]
+    step.late_minus_early_ms = step.latencies_ms[-1] - step.latencies_ms[0]
+    assert step.sustained == sustained
+    return step
+
+
+def test_full_mode_searches_down_then_up_for_the_highest_sustained_rate() -> None:
+    assert next_step([_step(10_000, True)]) is None
+    steps = [_step(10_000, False, read=2_169)]
+    assert capacity(steps[0]) == pytest.approx(2_169)
+    assert next_step(steps) == 1_750  # 85% of what the job got through while behind
+    steps.append(_step(1_750, True))
+    assert next_step(steps) == 2_500  # up by half at most
+    steps.append(_step(2_500, True))
+    assert next_step(steps) == 3_750
+    steps.append(_step(3_750, True))
+    assert len(steps) == MAX_STEPS and next_step(steps) is None
+    assert next_step([_step(10_000, False, 4_000), _step(3_250, True),
+                      _step(3_750, False, 3_600)]) is None  # within two RATE_STEPs
+    assert next_step([_step(10_000, False, 9_000)]) == 7_000  # at most 70% of the last rate
+
+
+def _left_running(settings: Settings, marker: str) -> list[str]:
+    return [j["name"] for j in jobs.list_jobs(settings)
+            if j["state"] not in jobs.TERMINAL and marker in j["name"]]
+
+
+@pytest.mark.timeout(400)
+def test_latency_quick_sees_every_alert_it_scheduled(live_stack: Settings) -> None:
+    ctx = Context(live_stack, quick=True, readings=QUICK_READINGS)
+    results = stage_latency(ctx)
+
+    (step,) = ctx.shared["latency_steps"]
+    # two alerts per episode, one episode every EPISODE_EVERY_S of the measured period
+    assert step.expected == len(schedule(QUICK_WARMUP_S, QUICK_SECONDS)) > 20
+    assert step.seen == step.expected and not step.missing_lower_bound_ms
+    p50, p95, p99 = (step.pct(p) for p in (50, 95, 99))
+    assert 0 < p50 <= p95 <= p99 < 60_000
+    assert all(0 < ms for ms in step.latencies_ms)
+    assert step.achieved > 0
+
+    figures = {r.figure.split(" @ ")[0]: r for r in results}
+    assert {"reading->alert p50", "reading->alert p95", "reading->alert p99",
+            "load achieved", "alerts seen"} <= set(figures)
+    assert figures["alerts seen"].value == step.expected and figures["alerts seen"].met
+    p99_row = figures["reading->alert p99"]
+    assert p99_row.value == pytest.approx(round(p99, 1))
+    for key in ("parallelism", "python_mode", "execution.buffer-timeout.interval",
+                "execution.checkpointing.interval", "load_producer_linger_ms"):
+        assert key in p99_row.settings
+    assert _left_running(live_stack, "-bench-lat-") == []
+
+
+@pytest.mark.timeout(400)
+def test_memory_quick_counts_every_part_and_stops_what_it_started(
+        live_stack: Settings) -> None:
+    ctx = Context(live_stack, quick=True, readings=QUICK_READINGS)
+    (result,) = stage_memory(ctx)
+
+    parts = ctx.shared["memory"]["parts"]
+    stack_parts = {"kafka", "registry", "flink-jobmanager", "flink-taskmanager"}
+    assert set(parts) == stack_parts | set(DEMO_PARTS)
+    assert all(p["rss"] > 10 * 2**20 and p["processes"] >= 1 for p in parts.values())
+    assert ctx.shared["memory"]["readings"] > 0  # the connectors really ran
+    assert result.value == pytest.approx(sum(p["rss"] for p in parts.values()) / 2**30,
+                                         abs=0.01)
+    assert result.unit == "GiB" and result.target and result.met is not None
+    for name in (*stack_parts, *DEMO_PARTS):
+        assert name in result.note
+
+    # the simulators and connectors it started are gone (their logs name their pids)
+    log_dir = live_stack.stack.log_dir / "bench"
+    for name in DEMO_PARTS:
+        assert (log_dir / f"demo-{name}.log").exists()
+    for pid in ctx.shared["memory"]["demo_pids"]:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"
