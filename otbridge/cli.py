@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
+from otbridge import bench as bench_stages
 from otbridge.errors import OtbridgeError
 from otbridge.settings import Settings, load_settings
 
@@ -22,20 +23,9 @@ COMPONENT_LOGS = {
     "flink-taskmanager": ["flink-taskmanager"],
 }
 
-BENCH_STAGES = ["producer", "connector", "jobs", "alternatives", "latency", "scale", "memory"]
-BENCH_HELP = """\
-Measured throughput and latency of every stage of otbridge, with the alternatives; prints a
-markdown table (and JSON with --json). Needs the local stack up (`otbridge stack up`).
-
-stages, in the order they run:
-  producer      Kafka's own kafka-producer-perf-test at the Reading's size (the ceiling)
-  connector     one Modbus / one OPC UA connector process into Kafka; CPU per 10k readings
-  jobs          each job on a preloaded backlog, parallelism 1 and 2
-  alternatives  a plain Python consumer script and Quix Streams doing the downsample job
-  latency       reading -> alert time at a steady load: p50, p95, p99
-  scale         downsample throughput at 100, 10k and 100k distinct keys
-  memory        RSS of the whole demo (stack + simulators + connectors)
-"""
+# `otbridge bench`: the stages and their help live with the harness
+BENCH_STAGES = list(bench_stages.STAGES)
+BENCH_HELP = (bench_stages.__doc__ or "").split("\n\n", 1)[-1]
 
 STACK_HELP = """\
 settings (environment variables; or the same keys in otbridge.yaml / $OTBRIDGE_CONFIG):

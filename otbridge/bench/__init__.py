@@ -1,6 +1,9 @@
-"""`otbridge bench [STAGE ...] [--quick]`: measured throughput and latency of every stage of
+"""`otbridge bench [STAGE ...] [--quick]`:
+
+Measured throughput and latency of every stage of
 otbridge, side by side with the alternatives. Figures, not assertions: a target that is missed
-is printed as missed. The stages, in the order they run:
+is printed as missed. Needs the local stack up (`otbridge stack up`).
+The stages, in the order they run:
 
     producer      Kafka's own kafka-producer-perf-test at the Reading's size (the ceiling)
     connector     one Modbus / one OPC UA connector process into Kafka, CPU per 10k readings
