@@ -32,8 +32,8 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_connect_modbus(args: argparse.Namespace, settings: Settings) -> int:
-    from connectors import modbus
-    from connectors.config import ModbusConfig, load_config
+    from connectors.core.config import ModbusConfig, load_config
+    from connectors.modbus import connector as modbus
 
     config = load_config(args.config, ModbusConfig)
     setup_logging(args.log_level)
@@ -43,8 +43,8 @@ def cmd_connect_modbus(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connect_opcua(args: argparse.Namespace, settings: Settings) -> int:
-    from connectors import opcua
-    from connectors.config import OpcUaConfig, load_config
+    from connectors.core.config import OpcUaConfig, load_config
+    from connectors.opcua import connector as opcua
 
     config = load_config(args.config, OpcUaConfig)
     setup_logging(args.log_level)
@@ -54,7 +54,7 @@ def cmd_connect_opcua(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_assets_load(args: argparse.Namespace, settings: Settings) -> int:
-    from connectors.assets import load_assets_file, publish_assets
+    from jobs.oee.masterdata import load_assets_file, publish_assets
 
     assets = load_assets_file(args.file)
     topic = args.topic or settings.topics.assets

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
-from otbridge import bench as bench_stages
 from otbridge.errors import OtbridgeError
 from otbridge.settings import Settings, load_settings
 
@@ -22,10 +21,6 @@ COMPONENT_LOGS = {
     "flink-jobmanager": ["flink-jobmanager"],
     "flink-taskmanager": ["flink-taskmanager"],
 }
-
-# `otbridge bench`: the stages and their help live with the harness
-BENCH_STAGES = list(bench_stages.STAGES)
-BENCH_HELP = (bench_stages.__doc__ or "").split("\n\n", 1)[-1]
 
 STACK_HELP = """\
 settings (environment variables; or the same keys in otbridge.yaml / $OTBRIDGE_CONFIG):
@@ -152,17 +147,6 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from otbridge import bench
-
-    unknown = [s for s in args.stages if s not in BENCH_STAGES]
-    if unknown:
-        raise OtbridgeError(f"bench: unknown stage {', '.join(unknown)}; valid stages: "
-                            f"{', '.join(BENCH_STAGES)}")
-    return bench.main(settings, stages=args.stages, quick=args.quick, readings=args.readings,
-                      out_json=args.json, out_md=args.markdown)
-
-
 def _print_status(report: dict[str, dict[str, object]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
@@ -251,21 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics_p.add_argument("--json", action="store_true")
     topics_p.set_defaults(handler=cmd_topics)
 
-    bench_p = sub.add_parser(
-        "bench", help="measure throughput and latency of every stage",
-        description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench_p.add_argument("stages", nargs="*", metavar="STAGE",
-                         help=f"one or more of: {', '.join(BENCH_STAGES)} (default: all)")
-    bench_p.add_argument("--quick", action="store_true",
-                         help="a small version of every stage (minutes, not an hour)")
-    bench_p.add_argument("--readings", type=int, metavar="N",
-                         help="backlog size (default 1,000,000; 20,000 with --quick)")
-    bench_p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    bench_p.add_argument("--markdown", metavar="FILE", help="also write the markdown table")
-    bench_p.set_defaults(handler=cmd_bench)
-
-    # the OT half registers its own commands (`sim`, `connect`, `assets`); optional extras
-    for module in ("simulators.cli", "connectors.cli"):
+    # the OT half registers its own commands (`sim`, `connect`, `assets`), and the benchmark
+    # harness `bench` when it is installed beside the product (the product never imports it)
+    for module in ("simulators.cli", "connectors.cli", "bench.cli"):
         try:
             register = importlib.import_module(module).register
         except ModuleNotFoundError as exc:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from simulators.common import add_modbus_arguments, add_opcua_arguments
+from simulators.core.common import add_modbus_arguments, add_opcua_arguments
 
 
 def _modbus(args: argparse.Namespace, settings: Any) -> int:
     try:
-        from simulators import modbus_server
+        from simulators.modbus import server as modbus_server
     except ModuleNotFoundError as exc:
         if exc.name != "pymodbus":
             raise
@@ -22,7 +22,7 @@ def _modbus(args: argparse.Namespace, settings: Any) -> int:
 
 def _opcua(args: argparse.Namespace, settings: Any) -> int:
     try:
-        from simulators import opcua_server
+        from simulators.opcua import server as opcua_server
     except ModuleNotFoundError as exc:
         if exc.name != "asyncua":
             raise

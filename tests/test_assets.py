@@ -12,7 +12,7 @@ import pytest
 import yaml
 from confluent_kafka.admin import ConfigResource
 
-from connectors.assets import load_assets_file, publish_assets
+from jobs.oee.masterdata import load_assets_file, publish_assets
 from otbridge import PROJECT_ROOT
 from otbridge.errors import ConfigError
 from otbridge.kafka import admin

@@ -11,7 +11,7 @@ import kafkahelp as kh
 import pytest
 from kafkahelp import at, reading
 
-from otbridge.bench.alternatives import compare, delete_topics, read_windows, run_alternative
+from bench.alternatives import compare, delete_topics, read_windows, run_alternative
 from otbridge.kafka import TopicSpec, ensure_topics
 from otbridge.settings import Settings
 

@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 import kafkahelp as kh
 import pytest
 
-from connectors.sink import ReadingEncoder, Series, _fields, millis, zigzag
-from otbridge.bench.common import Context
-from otbridge.bench.ingest import (
+from bench.common import Context
+from bench.ingest import (
     PRODUCER_RECORDS,
     TARGETS,
     ConnectorRun,
@@ -24,6 +23,7 @@ from otbridge.bench.ingest import (
     stage_producer,
     typical_reading_size,
 )
+from connectors.core.sink import ReadingEncoder, Series, _fields, millis, zigzag
 from otbridge.settings import Settings
 
 

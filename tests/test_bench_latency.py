@@ -15,11 +15,9 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from jobs.conditions.rules import parse_rules
-from otbridge import jobs
-from otbridge.bench import QUICK_READINGS
-from otbridge.bench.common import Context
-from otbridge.bench.latency import (
+from bench import QUICK_READINGS
+from bench.common import Context
+from bench.latency import (
     HOLD_S,
     MAX_STEPS,
     QUICK_SECONDS,
@@ -34,7 +32,9 @@ from otbridge.bench.latency import (
     schedule,
     stage_latency,
 )
-from otbridge.bench.memory import DEMO_PARTS, stage_memory
+from bench.memory import DEMO_PARTS, stage_memory
+from jobs.conditions.rules import parse_rules
+from otbridge import jobs
 from otbridge.registry import schema_json
 from otbridge.settings import Settings
 

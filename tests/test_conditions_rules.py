@@ -11,8 +11,8 @@ import pytest
 from jobs.conditions.detectors import KeyState, Monitor
 from jobs.conditions.rules import RULES_FILE, load_rules, parse_rules, sql_filter
 from otbridge.errors import ConfigError
-from simulators.model import MachineModel
-from simulators.plant import StateCode, load_plant
+from simulators.core.model import MachineModel
+from simulators.core.plant import StateCode, load_plant
 
 T = 1_767_607_200_000  # 2026-01-05 10:00:00 UTC in ms
 Sample = tuple  # (seconds, value) or (seconds, value, quality)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.config import ModbusConfig, OpcUaConfig, ReconnectPolicy, load_config
+from connectors.core.config import ModbusConfig, OpcUaConfig, ReconnectPolicy, load_config
 from otbridge import PROJECT_ROOT
 from otbridge.errors import ConfigError
 from otbridge.settings import Settings

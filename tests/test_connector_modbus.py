@@ -28,9 +28,9 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from connectors import modbus
-from connectors.config import ModbusConfig, load_config
-from connectors.sink import ReadingEncoder
+from connectors.core.config import ModbusConfig, load_config
+from connectors.core.sink import ReadingEncoder
+from connectors.modbus import connector as modbus
 from otbridge import PROJECT_ROOT
 from otbridge.kafka import consumer_config
 from otbridge.registry import deserializer, registry_client, serializer
@@ -49,7 +49,7 @@ def free_port() -> int:
 def words(
     fmt: str, value: float, *, little_words: bool = False, swap_bytes: bool = False
 ) -> list[int]:
-    """Registers of a value, computed with struct here (independent of connectors.registers)."""
+    """Registers of a value, computed with struct here (independent of the register codec)."""
     raw = struct.pack(">" + fmt, value)
     regs = [raw[i : i + 2] for i in range(0, len(raw), 2)]
     if little_words:
@@ -443,8 +443,8 @@ class Watcher:
 
 
 def test_example_config_matches_simulator_map() -> None:
-    """connectors/examples/modbus.yaml reads exactly what simulators/modbus_map.yaml serves."""
-    published = yaml.safe_load((PROJECT_ROOT / "simulators" / "modbus_map.yaml").read_text())
+    """connectors/examples/modbus.yaml reads exactly what simulators/modbus/map.yaml serves."""
+    published = yaml.safe_load((PROJECT_ROOT / "simulators" / "modbus" / "map.yaml").read_text())
     config = load_config(PROJECT_ROOT / "connectors" / "examples" / "modbus.yaml", ModbusConfig)
     ours = {
         (d.unit_id, t.asset, t.tag): (

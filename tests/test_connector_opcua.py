@@ -20,8 +20,8 @@ from test_connector_modbus import (
     trailing,
 )
 
-from connectors import opcua
-from connectors.config import OpcUaConfig
+from connectors.core.config import OpcUaConfig
+from connectors.opcua import connector as opcua
 from otbridge import PROJECT_ROOT
 from otbridge.settings import Settings
 

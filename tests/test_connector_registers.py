@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from connectors.config import ModbusTag
-from connectors.registers import ReadBlock, decode, decode_tag, encode, plan_reads
+from connectors.core.config import ModbusTag
+from connectors.modbus.registers import ReadBlock, decode, decode_tag, encode, plan_reads
 
 ASSET = "acme/berlin/body/line1/press01"
 

@@ -17,8 +17,8 @@ from jobs.conditions.rules import parse_rules
 from otbridge import jobs
 from otbridge.kafka import TopicSpec, ensure_topics
 from otbridge.settings import Settings
-from simulators.model import MachineModel
-from simulators.plant import load_plant
+from simulators.core.model import MachineModel
+from simulators.core.plant import load_plant
 
 PLANT = "acme/test/cond"
 ONDELAY, FLAP, LATCH, STALE, SILENT, QUALITY, CREEP, SIM = (

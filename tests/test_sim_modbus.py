@@ -26,13 +26,13 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from otbridge import PROJECT_ROOT
-from simulators.control import ControlServer
-from simulators.faults import Fault
-from simulators.modbus_map import MAP_FILE, ModbusMap, RegisterEntry, decode, load_map
-from simulators.modbus_server import ModbusSimulator
-from simulators.plant import Plant, load_plant
-from simulators.runtime import ManualClock, PlantRuntime
-from simulators.scenario import load_scenario
+from simulators.core.control import ControlServer
+from simulators.core.faults import Fault
+from simulators.core.plant import Plant, load_plant
+from simulators.core.runtime import ManualClock, PlantRuntime
+from simulators.core.scenario import load_scenario
+from simulators.modbus.map import MAP_FILE, ModbusMap, RegisterEntry, decode, load_map
+from simulators.modbus.server import ModbusSimulator
 
 # exact values, chosen to be exact in float32 too
 PRESS01 = {

@@ -9,12 +9,12 @@ from datetime import UTC
 
 import pytest
 
-from simulators.faults import Fault
-from simulators.modbus_map import MAP_FILE, RegisterEntry, decode, encode, load_map
-from simulators.model import ChargePointModel, MachineModel
-from simulators.plant import PLANT_FILE, EvStatus, PlantError, StateCode, load_plant
-from simulators.runtime import ManualClock, PlantRuntime
-from simulators.scenario import load_scenario, parse_scenario
+from simulators.core.faults import Fault
+from simulators.core.model import ChargePointModel, MachineModel
+from simulators.core.plant import PLANT_FILE, EvStatus, PlantError, StateCode, load_plant
+from simulators.core.runtime import ManualClock, PlantRuntime
+from simulators.core.scenario import load_scenario, parse_scenario
+from simulators.modbus.map import MAP_FILE, RegisterEntry, decode, encode, load_map
 
 
 @pytest.fixture(scope="module")

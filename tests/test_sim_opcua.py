@@ -1,7 +1,7 @@
 # asyncua types DataValue fields as optional and NodeId arguments as its own aliases
 # mypy: disable-error-code="union-attr, arg-type, operator"
 """The OPC UA simulator over real sockets: asyncua's Client and its `uaread` command line tool,
-against the server started as a process (`python -m simulators.opcua_server`)."""
+against the server started as a process (`python -m simulators.opcua.server`)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def start_server(tmp: Path, *extra: str, control: bool = True) -> Served:
     scenario.write_text(yaml.safe_dump(SCENARIO))
     port = free_port()
     args = [
-        sys.executable, "-m", "simulators.opcua_server", "--port", str(port),
+        sys.executable, "-m", "simulators.opcua.server", "--port", str(port),
         "--scenario", str(scenario), "--update-interval-s", "0.2", *extra,
     ]  # fmt: skip
     control_port = free_port() if control else None

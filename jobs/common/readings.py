@@ -18,8 +18,8 @@ VIEW = re.compile(r"\s*CREATE TEMPORARY VIEW (?P<name>\w+) AS\s+(?P<query>.*)", 
 
 def register_decoder(t_env: TableEnvironment, settings: Settings, max_future_s: float) -> None:
     """`decode_reading(raw)`: the Java table function of jobs/udf (the JVM twin of
-    otbridge.wire's WireDecoder + check_reading, same reasons). Its jar travels with the job in
-    pipeline.jars, so a remote cluster needs nothing installed for it."""
+    otbridge.codec.wire's WireDecoder + check_reading, same reasons). Its jar travels with the
+    job in pipeline.jars, so a remote cluster needs nothing installed for it."""
     from pyflink.common import Configuration
     from pyflink.java_gateway import get_gateway
 

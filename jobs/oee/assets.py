@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.oee.timeline import Master
-from otbridge.wire import RegistryLookup, WireDecoder
+from otbridge.codec.wire import RegistryLookup, WireDecoder
 
 
 class AssetTable:

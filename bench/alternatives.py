@@ -1,0 +1,357 @@
+"""4. The alternatives: the downsample job done the way a plant would otherwise do it, on the
+same backlog and checked for the same output, each as a ratio to otbridge's job in this run.
+
+    plain  otbridge/bench/alt_plain.py: confluent-kafka + fastavro + dict windows + producer
+    quix   otbridge/bench/alt_quix.py: Quix Streams (tumbling_window + reduce + final()), run
+           from its own virtualenv under the state folder (quixstreams pins an older
+           confluent-kafka than otbridge), created here on first use
+
+Each runs as a subprocess on the shared backlog (backlog.backlog_topic) with fresh output
+topics; its time is the one it reports itself: from the first record it got to its output
+flushed and its offsets committed (start-up, registry look-ups and the consumer group join
+are left out; the subprocess's wall time is in the settings). otbridge's figure is the jobs
+stage's downsample p=1 time from the same run (RUNNING -> committed end offset, so it includes
+the job's own start-up and up to one checkpoint interval); if the jobs stage did not run, this
+stage times the job itself.
+
+Same output: every 1-minute window (and 1-hour window) the alternative wrote is compared with
+otbridge's, by key (asset|tag) and window start: count and count_other exactly, min, max, first,
+last and unit exactly, avg to 1e-9. otbridge writes with Kafka transactions committed on
+checkpoints and is cancelled once its input offsets are committed, so the windows fired by its
+last watermark may not be committed yet: windows ending after the last window end otbridge
+committed are counted as "not compared", not as a difference. A window otbridge has and the
+alternative lacks, one the alternative has at or before otbridge's last window end and
+otbridge lacks, a window written twice, or any field that differs, is a difference.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from bench.alt_plain import plain_types
+from bench.backlog import backlog_topic, job_result, time_job
+from bench.common import Context, Result
+from otbridge.codec.wire import RegistryLookup
+from otbridge.kafka import TopicSpec, admin, consumer_config, ensure_topics, producer_config
+from otbridge.registry import SCHEMA_DIR
+from otbridge.settings import Settings
+
+#: the Quix Streams virtualenv's pins (quixstreams 3.28.1 requires confluent-kafka < 2.13)
+QUIX_REQUIREMENTS = ("quixstreams==3.28.1", "confluent-kafka==2.12.2", "fastavro==1.13.1")
+TARGET_RATIO = 3.0
+KEYS = 300  # the shared backlog's asset/tag pairs (backlog.preload's default)
+ALT_SCRIPTS = {"plain": "plain Python script (confluent-kafka + fastavro + dicts)",
+               "quix": "Quix Streams 3.28.1"}
+FLOAT_FIELDS = ("min", "max", "first", "last")
+
+WindowKey = tuple[str, int]  # (asset|tag, window_start ms)
+
+
+# ---------------------------------------------------------------------------- the Quix venv
+
+def quix_python(settings: Settings) -> Path:
+    """The Quix Streams virtualenv's python, created and filled with QUIX_REQUIREMENTS (pip,
+    from the configured index) the first time; a marker file makes later calls free."""
+    venv = settings.stack.state_dir / "bench" / "quix-venv"
+    python = venv / "bin" / "python"
+    marker = venv / ".otbridge-requirements"
+    wanted = "\n".join(QUIX_REQUIREMENTS) + "\n"
+    if python.exists() and marker.is_file() and marker.read_text() == wanted:
+        return python
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    print(f"  installing {', '.join(QUIX_REQUIREMENTS)} into {venv.name}/", flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    *QUIX_REQUIREMENTS], check=True, timeout=1200)
+    marker.write_text(wanted)
+    return python
+
+
+# ------------------------------------------------------------------------ running a script
+
+@dataclass
+class AltRun:
+    name: str
+    report: dict[str, Any]  # the JSON line the script printed
+    wall_seconds: float
+    outputs: dict[str, str]  # role -> topic
+    group: str
+
+
+def common_args(settings: Settings, topic: str, outputs: dict[str, str], group: str
+                ) -> list[str]:
+    pconf = producer_config(settings)
+    return ["--input", topic, "--out-1m", outputs["readings_1m"],
+            "--out-1h", outputs["readings_1h"], "--dlq", outputs["dlq"], "--group", group,
+            "--linger-ms", str(pconf["linger.ms"]),
+            "--batch-num-messages", str(pconf["batch.num.messages"])]
+
+
+def plain_command(settings: Settings, args: list[str], workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "bench.alt_plain", *args]
+
+
+def quix_command(settings: Settings, args: list[str], workdir: Path) -> list[str]:
+    pconf = producer_config(settings)
+    return [str(quix_python(settings)), "-P", str(Path(__file__).with_name("alt_quix.py")),
+            *args, "--bootstrap-servers", settings.kafka.bootstrap_servers,
+            "--registry-url", settings.registry.url, "--schema-dir", str(SCHEMA_DIR),
+            "--state-dir", str(workdir), "--compression", str(pconf["compression.type"])]
+
+
+COMMANDS: dict[str, Callable[[Settings, list[str], Path], list[str]]] = {
+    "plain": plain_command, "quix": quix_command}
+
+
+def alt_env(settings: Settings) -> dict[str, str]:
+    """Connection settings for alt_quix.py, which cannot read otbridge's settings itself;
+    in the environment rather than on the command line, so secrets stay out of `ps`."""
+    extra = {k: v for k, v in settings.kafka.librdkafka().items() if k != "bootstrap.servers"}
+    env = {**os.environ, "OTBRIDGE_ALT_KAFKA_CONFIG": json.dumps(extra)}
+    reg = settings.registry
+    if reg.basic_auth_username and reg.basic_auth_password:
+        env["OTBRIDGE_ALT_REGISTRY_USER_INFO"] = (
+            f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}")
+    return env
+
+
+def run_alternative(settings: Settings, name: str, topic: str, *, timeout_s: float,
+                    outputs: dict[str, str] | None = None) -> AltRun:
+    """Run one alternative on `topic` to fresh (or the given) output topics."""
+    suffix = uuid.uuid4().hex[:6]
+    outputs = outputs or {role: f"bench.alt-{name}.{role}-{suffix}"
+                          for role in ("readings_1m", "readings_1h", "dlq")}
+    ensure_topics(settings, [TopicSpec(t, partitions=1) for t in outputs.values()])
+    group = f"otbridge-alt-{name}-{suffix}"
+    workdir = settings.stack.state_dir / "bench" / f"{name}-{suffix}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        cmd = COMMANDS[name](settings, common_args(settings, topic, outputs, group), workdir)
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              env=alt_env(settings))
+        wall = time.perf_counter() - started
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"{name} exited {proc.returncode}: {' | '.join(tail)}")
+    return AltRun(name, json.loads(lines[-1]), wall, outputs, group)
+
+
+def delete_topics(settings: Settings, run: AltRun) -> None:
+    """The alternative's output topics and Quix's changelog topics (named after its group)."""
+    client = admin(settings)
+    names = set(run.outputs.values()) | {
+        t for t in client.list_topics(timeout=10).topics if run.group in t}
+    for future in client.delete_topics(sorted(names), operation_timeout=30).values():
+        try:
+            future.result()
+        except Exception as exc:  # a leftover topic is not worth failing the stage for
+            print(f"  note: could not delete a topic: {exc}", flush=True)
+
+
+# ------------------------------------------------------------------------- same output
+
+def read_windows(settings: Settings, topic: str, *, idle_s: float = 5.0, timeout_s: float = 300
+                 ) -> dict[WindowKey, list[dict[str, Any]]]:
+    """Every committed ReadingAggregate in topic (read_committed, from the beginning), by
+    (key, window_start ms); a list, so duplicates show."""
+    reg = settings.registry
+    user_info = (f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
+                 if reg.basic_auth_username and reg.basic_auth_password else None)
+    lookup = RegistryLookup(reg.url, user_info)
+    writers: dict[int, Any] = {}
+    reader: Any = fastavro.schemaless_reader
+    consumer = Consumer(consumer_config(settings, f"otbridge-bench-verify-{uuid.uuid4().hex}"))
+    out: dict[WindowKey, list[dict[str, Any]]] = {}
+    try:
+        parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in parts}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        pending = {p for p in parts if ends[p] > 0}
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        # an open (never committed) transaction of a cancelled job stops a read_committed
+        # consumer short of the high watermark: then the reading ends after idle_s
+        while pending and time.monotonic() < deadline and time.monotonic() - last < idle_s:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                last = time.monotonic()
+                raw, mkey = msg.value(), msg.key()
+                if raw is None or len(raw) < 5:
+                    raise RuntimeError(f"{topic}: a record that is not Avro at {msg.offset()}")
+                sid = int.from_bytes(raw[1:5], "big")
+                if sid not in writers:
+                    text = lookup(sid)
+                    if text is None:
+                        raise RuntimeError(f"{topic}: schema id {sid} is not registered")
+                    writers[sid] = fastavro.parse_schema(plain_types(json.loads(text)))
+                rec = reader(io.BytesIO(raw[5:]), writers[sid])
+                key = mkey.decode() if mkey is not None else ""
+                out.setdefault((key, rec["window_start"]), []).append(rec)
+            for p in list(pending):
+                if consumer.position([TopicPartition(topic, p)])[0].offset >= ends[p]:
+                    pending.discard(p)
+    finally:
+        consumer.close()
+    return out
+
+
+def count_records(settings: Settings, topic: str) -> int:
+    consumer = Consumer(consumer_config(settings, f"otbridge-bench-count-{uuid.uuid4().hex}"))
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(max(0, hi - lo) for lo, hi in (
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in parts))
+    finally:
+        consumer.close()
+
+
+def same_window(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if (a["count"], a["count_other"], a["unit"], a["window_end"]) != (
+            b["count"], b["count_other"], b["unit"], b["window_end"]):
+        return False
+    if any(a[f] != b[f] for f in FLOAT_FIELDS):
+        return False
+    if a["avg"] is None or b["avg"] is None:
+        return a["avg"] is None and b["avg"] is None
+    return math.isclose(a["avg"], b["avg"], rel_tol=1e-9, abs_tol=1e-9)
+
+
+@dataclass
+class Comparison:
+    matched: int = 0
+    differ: int = 0
+    missing: int = 0  # otbridge has it, the alternative does not
+    extra: int = 0  # the alternative has it, otbridge does not, within otbridge's committed span
+    duplicated: int = 0
+    not_compared: int = 0  # after otbridge's last committed window end
+
+    @property
+    def same(self) -> bool:
+        return self.matched > 0 and not (self.differ or self.missing or self.extra
+                                         or self.duplicated)
+
+    def text(self) -> str:
+        return (f"{self.matched:,} equal, {self.differ} differ, {self.missing} missing, "
+                f"{self.extra} extra, {self.duplicated} duplicated, {self.not_compared:,} "
+                f"later than otbridge's last committed window not compared")
+
+
+def compare(ref: dict[WindowKey, list[dict[str, Any]]],
+            alt: dict[WindowKey, list[dict[str, Any]]]) -> Comparison:
+    c = Comparison()
+    last_end = max((recs[0]["window_end"] for recs in ref.values()), default=-1)
+    c.duplicated = sum(1 for recs in (*ref.values(), *alt.values()) if len(recs) > 1)
+    for key, recs in alt.items():
+        theirs = ref.get(key)
+        if theirs is None:
+            if recs[0]["window_end"] > last_end:
+                c.not_compared += 1
+            else:
+                c.extra += 1
+        elif same_window(recs[0], theirs[0]):
+            c.matched += 1
+        else:
+            c.differ += 1
+    c.missing = sum(1 for key in ref if key not in alt)
+    return c
+
+
+# --------------------------------------------------------------------------------- stage
+
+def stage_alternatives(ctx: Context) -> list[Result]:
+    topic = backlog_topic(ctx)
+    n = ctx.readings
+    settings = ctx.settings
+    results: list[Result] = []
+    if "downsample_timing" not in ctx.shared:
+        timing, outputs = time_job(settings, "downsample", topic, n, parallelism=1)
+        ctx.shared["downsample_seconds"] = timing.total_s
+        ctx.shared["downsample_timing"] = timing
+        ctx.shared["downsample_outputs"] = outputs
+        results.append(job_result("alternatives", "downsample", n, timing, 1, KEYS,
+                                  with_target=False))
+        results[-1].figure = f"otbridge {results[-1].figure} (the ratios' reference)"
+        print(f"  {results[-1].figure}: {results[-1].value:,.0f} records/s", flush=True)
+    # both sides timed once processing runs: otbridge from its first committed offset, the
+    # alternatives from their first record
+    ref_rate: float = ctx.shared["downsample_timing"].rate
+    ref_outputs: dict[str, str] = ctx.shared["downsample_outputs"]
+    ref_1m = read_windows(settings, ref_outputs["readings_1m"])
+    ref_1h = read_windows(settings, ref_outputs["readings_1h"])
+    ref_dlq = count_records(settings, ref_outputs["dlq"])
+    timeout_s = 600 if ctx.quick else 7200
+
+    for name, label in ALT_SCRIPTS.items():
+        try:
+            run = run_alternative(settings, name, topic, timeout_s=timeout_s)
+        except Exception as exc:
+            print(f"  {name}: failed: {exc}", flush=True)
+            results.append(Result("alternatives", f"{label}: downsample", 0, "records/s",
+                                  records=n, note=f"failed: {type(exc).__name__}: {exc}"[:300]))
+            results.append(Result("alternatives", f"otbridge / {name}", 0, "x",
+                                  target=f">= {TARGET_RATIO:g}x", met=False, note="not run"))
+            continue
+        try:
+            report = run.report
+            alt_1m = read_windows(settings, run.outputs["readings_1m"])
+            alt_1h = read_windows(settings, run.outputs["readings_1h"])
+            c1m, c1h = compare(ref_1m, alt_1m), compare(ref_1h, alt_1h)
+        finally:
+            delete_topics(settings, run)
+        records, seconds = int(report["records"]), float(report["seconds"])
+        rate = records / seconds if seconds > 0 else 0.0
+        complete = records == n and report.get("ended_by") == "end_offsets"
+        dlq_same = report["dlq"] == ref_dlq
+        same = c1m.same and complete and dlq_same and not (
+            c1h.differ or c1h.missing or c1h.extra or c1h.duplicated)
+        verdict = ("same output" if same else
+                   "output NOT verified (otbridge committed no 1m window)" if not ref_1m else
+                   "NOT the same output")
+        note = (f"{verdict}: 1m windows {c1m.text()}; 1h windows {c1h.matched} equal, "
+                f"{c1h.differ + c1h.missing + c1h.extra + c1h.duplicated} different, "
+                f"{c1h.not_compared} not compared; dead letters {report['dlq']} "
+                f"(otbridge {ref_dlq})")
+        if not complete:
+            note += f"; consumed {records:,} of {n:,} ({report.get('ended_by')})"
+        alt_settings = {k: v for k, v in report.get("settings", {}).items() if k != "group"}
+        alt_settings |= {"timed": "first record -> output flushed + offsets committed",
+                         "wall_s": round(run.wall_seconds, 1),
+                         "out_1m": report["out_1m"], "out_1h": report["out_1h"]}
+        results.append(Result("alternatives", f"{label}: downsample", round(rate),
+                              "records/s", records=records, seconds=seconds,
+                              settings=alt_settings, note=note))
+        ratio = ref_rate / rate if rate > 0 else 0.0
+        met = ratio >= TARGET_RATIO and same
+        results.append(Result(
+            "alternatives", f"otbridge / {name}", round(ratio, 2), "x", records=n,
+            seconds=ctx.shared["downsample_seconds"], target=f">= {TARGET_RATIO:g}x", met=met,
+            settings={"otbridge_records_per_s": round(ref_rate),
+                      f"{name}_records_per_s": round(rate),
+                      "otbridge_timed": "first committed offset -> committed end offset (p=1)"},
+            note="" if same else "output differs or unverified: not met whatever the ratio"))
+        print(f"  {label}: {rate:,.0f} records/s; otbridge/{name} = {ratio:.2f}x; {verdict}",
+              flush=True)
+    return results

@@ -1,0 +1,146 @@
+"""The lifecycle every connector shares: signals, limits, periodic counters, final flush."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+from connectors.core.config import ConnectorFile
+from connectors.core.sink import Counters, ReadingSink, open_sink
+from otbridge.errors import OtbridgeError
+from otbridge.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Connector(Protocol):
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read devices and emit samples until `stop` is set."""
+
+
+def instance_id(connector_id: str) -> str:
+    """`<connector_id>@<start time, ms since epoch>`: each run numbers its readings from 0."""
+    return f"{connector_id}@{time.time_ns() // 1_000_000}"
+
+
+async def _wait(stop: asyncio.Event, timeout_s: float | None) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout_s)
+
+
+async def run_connector(
+    config: ConnectorFile,
+    settings: Settings,
+    build: Callable[[ReadingSink, Counters], Connector],
+    *,
+    max_readings: int | None = None,
+    duration_s: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run a connector until SIGTERM/SIGINT, `duration_s`, `max_readings` or `stop` is set.
+
+    Then flush what is queued and return the exit code (0: everything delivered).
+    """
+    loop = asyncio.get_running_loop()
+    if stop is None:
+        stop = asyncio.Event()
+    counters = Counters()
+    effective = config.effective_settings(settings)
+    topic = config.readings_topic(settings)
+    connector_name = instance_id(config.connector_id)
+    sink = await asyncio.to_thread(
+        open_sink,
+        effective,
+        topic=topic,
+        connector=connector_name,
+        counters=counters,
+        limit=max_readings,
+        on_limit=stop.set,
+    )
+    connector = build(sink, counters)
+    signals = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            signals.append(sig)
+        except (RuntimeError, ValueError):  # not the main thread: the embedder stops us
+            pass
+    log.info(
+        "connector %s (host %s) producing to %s at %s",
+        connector_name,
+        socket.gethostname(),
+        topic,
+        effective.kafka.bootstrap_servers,
+    )
+
+    async def stats() -> None:
+        while not stop.is_set():
+            await _wait(stop, config.stats_interval_s)
+            sink.poll()
+            log.info("%s", counters.summary())
+
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(connector.run(stop), name="connector"),
+        asyncio.create_task(stats(), name="stats"),
+    ]
+    try:
+        await asyncio.wait(
+            [*tasks, asyncio.create_task(_wait(stop, duration_s))],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stop.set()
+        await _shutdown(tasks, timeout_s=10.0)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        undelivered = await asyncio.to_thread(sink.flush, 30.0)
+        log.info("stopped: %s", counters.summary())
+    main = tasks[0]
+    if not main.cancelled() and main.exception() is not None:
+        raise main.exception()  # type: ignore[misc]
+    if undelivered:
+        raise OtbridgeError(f"{undelivered} readings were still undelivered after 30 s of flushing")
+    if counters.delivery_failures:
+        log.error("%d readings failed delivery (see the errors above)", counters.delivery_failures)
+        return 1
+    return 0
+
+
+async def _shutdown(tasks: list[asyncio.Task[None]], *, timeout_s: float) -> None:
+    """Give tasks `timeout_s` to end on the stop event, then cancel what is left."""
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        log.warning("task %s did not stop in %.0f s; cancelled", task.get_name(), timeout_s)
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """Await `work` unless `stop` is set first (then `work` is cancelled and None returned)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None
+
+
+async def sleep_until(stop: asyncio.Event, deadline: float) -> bool:
+    """Sleep until loop time `deadline` or stop; True if stopped."""
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await _wait(stop, delay)
+    return stop.is_set()
