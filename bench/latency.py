@@ -46,8 +46,8 @@ import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.common import Context, Result, at_most
-from connectors.core.sink import avro_string, zigzag
 from otbridge import PROJECT_ROOT, jobs
+from otbridge.codec.avro import avro_string, zigzag
 from otbridge.kafka import TopicSpec, admin, consumer_config, ensure_topics, producer_config
 from otbridge.registry import registry_client, schema_json
 from otbridge.settings import Settings

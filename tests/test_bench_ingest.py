@@ -23,7 +23,7 @@ from bench.ingest import (
     stage_producer,
     typical_reading_size,
 )
-from connectors.core.sink import ReadingEncoder, Series, _fields, millis, zigzag
+from otbridge.codec.avro import ReadingEncoder, Series, _fields, millis, zigzag
 from otbridge.settings import Settings
 
 

@@ -29,9 +29,9 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from connectors.core.config import ModbusConfig, load_config
-from connectors.core.sink import ReadingEncoder
 from connectors.modbus import connector as modbus
 from otbridge import PROJECT_ROOT
+from otbridge.codec.avro import ReadingEncoder
 from otbridge.kafka import consumer_config
 from otbridge.registry import deserializer, registry_client, serializer
 from otbridge.settings import Settings

@@ -17,8 +17,9 @@ from typing import Any
 
 from connectors.core.config import ModbusConfig, ModbusDevice, ReconnectPolicy
 from connectors.core.runner import run_connector, sleep_until
-from connectors.core.sink import Counters, Quality, ReadingSink, Series, now_ms
+from connectors.core.sink import Counters, ReadingSink
 from connectors.modbus.registers import BIT_KINDS, ReadBlock, plan_reads
+from otbridge.codec.avro import Quality, Series, now_ms
 from otbridge.errors import MissingExtraError
 from otbridge.settings import Settings
 

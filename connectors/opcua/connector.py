@@ -21,16 +21,8 @@ from typing import Any
 
 from connectors.core.config import OpcUaConfig, OpcUaDevice, OpcUaTag, ReconnectPolicy
 from connectors.core.runner import run_connector, sleep_until, unless_stopped
-from connectors.core.sink import (
-    Counters,
-    Quality,
-    ReadingSink,
-    Sample,
-    Series,
-    millis,
-    now_ms,
-    utc_now,
-)
+from connectors.core.sink import Counters, ReadingSink, Sample
+from otbridge.codec.avro import Quality, Series, millis, now_ms, utc_now
 from otbridge.errors import MissingExtraError
 from otbridge.settings import Settings
 

@@ -16,7 +16,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from pydantic import Field, ValidationError, model_validator
 
 from connectors.core.config import AssetPath, Model, TagName, format_errors, read_yaml
-from connectors.core.sink import utc_now
+from otbridge.codec.avro import utc_now
 from otbridge.errors import ConfigError, OtbridgeError
 from otbridge.kafka import TopicSpec, default_topics, ensure_topics, producer_config
 from otbridge.registry import registry_client, serializer
