@@ -1,121 +1,82 @@
-"""Modbus register decoding and read batching: pure functions, no sockets.
-
-Byte order is the order of the two bytes inside each 16-bit register (Modbus itself is
-big-endian); word order is the order of the registers of a multi-register value ("big":
-most significant register first, the Modbus convention; "little": least significant first,
-often called word-swapped or CDAB).
-"""
+"""Modbus reads of a connector: tags batched into read requests, and each tag's engineering
+value from a response. Pure functions, no sockets; the data types, byte/word orders and the
+scale rule are otbridge.codec.modbus's (the simulator encodes with the same)."""
 
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from functools import cache, cached_property
-from typing import Literal
+from functools import cached_property
+from typing import Protocol
 
-from connectors.core.config import ModbusTag
+from otbridge.codec import modbus
+from otbridge.codec.modbus import BIT_KINDS, pack, power_of_ten_divisor, unpack
 
-STRUCT_FORMAT = {
-    "int16": ">h",
-    "uint16": ">H",
-    "int32": ">i",
-    "uint32": ">I",
-    "int64": ">q",
-    "uint64": ">Q",
-    "float32": ">f",
-    "float64": ">d",
-}
-BIT_KINDS = ("coil", "discrete")
+__all__ = [
+    "BIT_KINDS",
+    "ReadBlock",
+    "Tag",
+    "decode",
+    "decode_tag",
+    "encode",
+    "plan_reads",
+    "tag_decoder",
+]
 
-
-def registers_to_bytes(registers: Sequence[int], *, byte_order: str, word_order: str) -> bytes:
-    """Raw register values -> the value's bytes, most significant first."""
-    words = list(registers) if word_order == "big" else list(reversed(registers))
-    order: Literal["big", "little"] = "big" if byte_order == "big" else "little"
-    return b"".join(int(w).to_bytes(2, order) for w in words)
+#: a raw value from its registers (a tag's data_type, byte_order, word_order, bit)
+decode = unpack
+#: the registers of a raw value, the inverse of `decode` (for tests and tools)
+encode = pack
 
 
-def decode(
-    registers: Sequence[int],
-    *,
-    data_type: str,
-    byte_order: str = "big",
-    word_order: str = "big",
-    bit: int | None = None,
-) -> int | float | bool:
-    """Decode the raw value of one tag from its registers (or one coil/discrete bit)."""
-    if data_type == "bool":
-        (word,) = registers
-        return bool((int(word) >> bit) & 1) if bit is not None else bool(word)
-    raw = registers_to_bytes(registers, byte_order=byte_order, word_order=word_order)
-    value: int | float = struct.unpack(STRUCT_FORMAT[data_type], raw)[0]
-    return value
+class Tag(Protocol):
+    """What reading a tag needs (the connectors' ModbusTag config has it)."""
+
+    @property
+    def asset(self) -> str: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def address(self) -> int: ...
+    @property
+    def data_type(self) -> str: ...
+    @property
+    def byte_order(self) -> str: ...
+    @property
+    def word_order(self) -> str: ...
+    @property
+    def bit(self) -> int | None: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def offset(self) -> float: ...
+    @property
+    def register_count(self) -> int: ...
 
 
-def encode(
-    value: float | bool, *, data_type: str, byte_order: str = "big", word_order: str = "big"
-) -> list[int]:
-    """The inverse of `decode` (for simulators and tests): a raw value -> its registers."""
-    if data_type == "bool":
-        return [int(bool(value))]
-    fmt = STRUCT_FORMAT[data_type]
-    raw = struct.pack(fmt, value if fmt[-1] in "fd" else int(value))
-    order: Literal["big", "little"] = "big" if byte_order == "big" else "little"
-    words = [int.from_bytes(raw[i : i + 2], order) for i in range(0, len(raw), 2)]
-    return words if word_order == "big" else list(reversed(words))
-
-
-def scaled(raw: int | float | bool, tag: ModbusTag) -> float:
-    """Engineering value = raw * scale + offset (bools are 0.0 / 1.0 and not scaled).
-
-    Computed in decimal and rounded once, so -41 * 0.1 is -4.1 (the double nearest to it),
-    not -4.1000000000000005 as binary floating point would give.
-    """
-    if isinstance(raw, bool):
-        return 1.0 if raw else 0.0
-    if tag.offset == 0:
-        if tag.scale == 1:
-            return float(raw)
-        # one IEEE operation is correctly rounded: the same double as the decimal result
-        divisor = _power_of_ten_divisor(tag.scale)
-        if divisor is not None:
-            return float(raw) / divisor
-    if isinstance(raw, float) and not math.isfinite(raw):
-        return raw
-    return float(Decimal(raw) * Decimal(repr(tag.scale)) + Decimal(repr(tag.offset)))
-
-
-@cache
-def _power_of_ten_divisor(scale: float) -> float | None:
-    """10**n when scale is (as written) 10**-n, else None."""
-    for n in range(1, 16):
-        if repr(scale) == repr(float(f"1e-{n}")):
-            return float(10**n)
-    return None
-
-
-def decode_tag(values: Sequence[int] | Sequence[bool], tag: ModbusTag) -> float | None:
+def decode_tag(values: Sequence[int] | Sequence[bool], tag: Tag) -> float | None:
     """A tag's engineering value from its own registers/bits; None when not a finite number."""
     if tag.kind in BIT_KINDS:
         return 1.0 if values[0] else 0.0
-    raw = decode(
+    value = modbus.decode(
         [int(v) for v in values],
-        data_type=tag.data_type,
+        tag.data_type,
         byte_order=tag.byte_order,
         word_order=tag.word_order,
         bit=tag.bit,
+        scale=tag.scale,
+        offset=tag.offset,
     )
-    value = scaled(raw, tag)
     return value if math.isfinite(value) else None
 
 
 Values = Sequence[int] | Sequence[bool]
 
 
-def tag_decoder(tag: ModbusTag, start: int) -> Callable[[Values], float | None]:
+def tag_decoder(tag: Tag, start: int) -> Callable[[Values], float | None]:
     """`decode_tag` for the tag whose registers start at `start` in a read's values, as a
     function of those values. The common cases (bits, 16-bit integers scaled by 1 or by a
     power of ten, no offset) skip the generic bytes-and-struct path with the same result:
@@ -128,7 +89,7 @@ def tag_decoder(tag: ModbusTag, start: int) -> Callable[[Values], float | None]:
         and tag.bit is None
         and tag.offset == 0
     ):
-        divisor = 1.0 if tag.scale == 1 else _power_of_ten_divisor(tag.scale)
+        divisor = 1.0 if tag.scale == 1 else power_of_ten_divisor(tag.scale)
         if divisor is not None:
             if tag.data_type == "uint16":
                 return lambda values: _uint16(int(values[start])) / divisor
@@ -155,17 +116,11 @@ class ReadBlock:
     kind: str
     address: int
     count: int
-    tags: tuple[ModbusTag, ...]
-
-    def slice_for(
-        self, tag: ModbusTag, values: Sequence[int] | Sequence[bool]
-    ) -> Sequence[int] | Sequence[bool]:
-        start = tag.address - self.address
-        return values[start : start + tag.register_count]
+    tags: tuple[Tag, ...]
 
     def decode(
         self, values: Sequence[int] | Sequence[bool]
-    ) -> list[tuple[ModbusTag, float | None]]:
+    ) -> list[tuple[Tag, float | None]]:
         return list(zip(self.tags, self.decode_values(values), strict=True))
 
     def decode_values(self, values: Values) -> list[float | None]:
@@ -175,7 +130,7 @@ class ReadBlock:
                 f"{self.kind} read at {self.address} returned {len(values)} values, "
                 f"expected {self.count}"
             )
-        return [decode(values) for decode in self._decoders]
+        return [decode_one(values) for decode_one in self._decoders]
 
     @cached_property
     def _decoders(self) -> list[Callable[[Values], float | None]]:
@@ -183,7 +138,7 @@ class ReadBlock:
 
 
 def plan_reads(
-    tags: Iterable[ModbusTag],
+    tags: Iterable[Tag],
     *,
     max_registers: int = 125,
     max_bits: int = 2000,
@@ -197,14 +152,14 @@ def plan_reads(
     order, which is optimal for covering sorted intervals with bounded windows. Tags may
     overlap (e.g. several bits of one register).
     """
-    by_kind: dict[str, list[ModbusTag]] = {}
+    by_kind: dict[str, list[Tag]] = {}
     for tag in tags:
         by_kind.setdefault(tag.kind, []).append(tag)
     blocks: list[ReadBlock] = []
     for kind in ("holding", "input", "coil", "discrete"):
         ordered = sorted(by_kind.get(kind, []), key=lambda t: (t.address, t.register_count))
         limit = max_bits if kind in BIT_KINDS else max_registers
-        current: list[ModbusTag] = []
+        current: list[Tag] = []
         start = end = 0  # end is exclusive
         for tag in ordered:
             tag_end = tag.address + tag.register_count
