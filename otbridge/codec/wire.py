@@ -1,8 +1,11 @@
 """Confluent wire-format Avro decoding that never raises: bad input becomes a reason.
 
 Flink's `avro-confluent` format fails the job on a poison record and has no option to skip it,
-so jobs read raw bytes and decode here; whatever cannot be decoded or trusted is routed to the
-dead-letter topic with the `reason` this module gives.
+so jobs read raw bytes and decode them with `decode_reading`, the Java table function of
+jobs/udf (DecodeReading.java); whatever cannot be decoded or trusted is routed to the
+dead-letter topic with a reason. `ReadingDecoder` is its Python twin: the same checks in the
+same order, the same reasons, the same details (tests/test_codec_wire.py feeds both the same
+bytes). `WireDecoder` alone decodes any record (no Reading checks).
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import fastavro
+
+from otbridge.codec.avro import millis, now_ms
+from otbridge.registry import schema_json
 
 #: machine-readable dead-letter reasons
 NOT_AVRO = "not_avro"
@@ -69,9 +76,12 @@ class RegistryLookup:
 
 
 class WireDecoder:
-    """Decode `magic byte 0 | 4-byte schema id | Avro body` into the reader schema's shape."""
+    """Decode `magic byte 0 | 4-byte schema id | Avro body` into the reader schema's shape,
+    resolving the writer schema (the record's schema id, from the registry) against the reader
+    schema as Java's Avro does."""
 
     def __init__(self, reader_schema: dict[str, Any], lookup: Callable[[int], str | None]):
+        self.reader_json = reader_schema
         self.reader = fastavro.parse_schema(reader_schema)
         self.lookup = lookup
         self._writers: dict[int, Any] = {}
@@ -79,41 +89,79 @@ class WireDecoder:
     def decode(self, raw: bytes | None) -> Decoded:
         if raw is None or len(raw) < 5 or raw[0] != 0:
             return Decoded(None, NOT_AVRO, "no Confluent wire-format header (magic byte 0)")
-        schema_id = int.from_bytes(raw[1:5], "big")
+        schema_id = int.from_bytes(raw[1:5], "big", signed=True)  # a Java int
         writer = self._writers.get(schema_id)
         if writer is None:
             try:
                 text = self.lookup(schema_id)
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # unreachable, an HTTP error, a body without a schema
                 return Decoded(None, REGISTRY_UNAVAILABLE, f"schema id {schema_id}: {exc}")
             if text is None:
                 return Decoded(None, UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not registered")
             try:
-                writer = fastavro.parse_schema(json.loads(text))
+                writer = fastavro.parse_schema(self._as_reader_named(json.loads(text)))
             except Exception as exc:
-                return Decoded(None, SCHEMA_MISMATCH, f"schema id {schema_id}: {exc}")
+                return Decoded(None, SCHEMA_MISMATCH, f"schema id {schema_id}: {exc}"[:500])
             self._writers[schema_id] = writer
         try:
             record = fastavro.schemaless_reader(io.BytesIO(raw[5:]), writer, self.reader)
         except Exception as exc:  # truncated body, unresolvable writer/reader pair, ...
             return Decoded(None, SCHEMA_MISMATCH, f"schema id {schema_id}: {exc!r}"[:500])
-        return Decoded(record)  # type: ignore[arg-type]
+        if not isinstance(record, dict):
+            return Decoded(None, SCHEMA_MISMATCH, f"schema id {schema_id}: not a record")
+        return Decoded(record)
+
+    def _as_reader_named(self, writer: Any) -> Any:
+        """Java's Avro resolves a writer record against a reader record whatever their names;
+        fastavro wants the names to match: give a top-level writer record the reader's name."""
+        reader = self.reader_json
+        if (
+            isinstance(writer, dict)
+            and writer.get("type") == "record"
+            and reader.get("type") == "record"
+        ):
+            return {**writer, "name": reader["name"], "namespace": reader.get("namespace", "")}
+        return writer
 
 
 def check_reading(record: dict[str, Any], *, now_ms: int, max_future_ms: int) -> Decoded:
-    """Values a job cannot use: NaN or infinite values, source timestamps far in the future."""
+    """Values a job cannot use: NaN or infinite values, source timestamps more than
+    max_future_ms ahead of now_ms. The checks of DecodeReading.java, in its order."""
     value = record.get("value")
+    where = f"{record['asset']} {record['tag']}"
     if value is not None and math.isnan(value):
-        return Decoded(None, NAN_VALUE, f"{record['asset']} {record['tag']}: value is NaN")
+        return Decoded(None, NAN_VALUE, f"{where}: value is NaN")
     if value is not None and math.isinf(value):
-        return Decoded(None, INF_VALUE, f"{record['asset']} {record['tag']}: value is {value}")
+        return Decoded(None, INF_VALUE, f"{where}: value is {'inf' if value > 0 else '-inf'}")
     ts = record["source_ts"]
-    ts_ms = int(ts.timestamp() * 1000) if hasattr(ts, "timestamp") else int(ts)
+    ts_ms = millis(ts) if hasattr(ts, "timestamp") else int(ts)
     if ts_ms > now_ms + max_future_ms:
+        # Java's %.0f rounds half up
+        ahead = (Decimal(ts_ms - now_ms) / 1000).quantize(Decimal(1), ROUND_HALF_UP)
         return Decoded(
-            None,
-            FUTURE_TIMESTAMP,
-            f"{record['asset']} {record['tag']}: source_ts {ts_ms} is "
-            f"{(ts_ms - now_ms) / 1000:.0f} s in the future",
+            None, FUTURE_TIMESTAMP, f"{where}: source_ts {ts_ms} is {ahead} s in the future"
         )
     return Decoded(record)
+
+
+class ReadingDecoder(WireDecoder):
+    """`Reading` records (schemas/Reading.avsc) from the wire, checked: the Python twin of
+    jobs/udf's DecodeReading (`decode_reading` in the jobs' SQL)."""
+
+    def __init__(
+        self,
+        lookup: Callable[[int], str | None],
+        *,
+        max_future_ms: int = 300_000,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        super().__init__(schema_json("Reading"), lookup)
+        self.max_future_ms = max_future_ms
+        self.clock_ms = clock_ms
+
+    def decode(self, raw: bytes | None) -> Decoded:
+        decoded = super().decode(raw)
+        if decoded.record is None:
+            return decoded
+        return check_reading(decoded.record, now_ms=self.clock_ms(),
+                             max_future_ms=self.max_future_ms)
