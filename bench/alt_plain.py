@@ -20,6 +20,12 @@ Differences from Flink that do not change the output of in-order input: the wate
 with every record (Flink's moves every 200 ms, so Flink lets a little more through as on
 time), and output is at-least-once (offsets are committed after the producer has flushed).
 
+Standalone on purpose: it decodes and encodes with fastavro by its own means, not through
+otbridge.codec, because it stands for the script a plant would write without otbridge (only
+otbridge's settings, topic names and dead-letter reason names are borrowed, so that its output
+can be compared with the job's). Making it use otbridge's codec would measure otbridge's codec
+twice, not the alternative.
+
     python -m bench.alt_plain --input T --out-1m T --out-1h T --dlq T
 
 Exits once it has consumed the input up to the end offsets it saw at start and flushed its

@@ -1,10 +1,12 @@
 """The downsample job in Quix Streams (the `alternatives` bench stage times it against
 otbridge's Flink job).
 
-Runs in its own virtualenv (quixstreams pins an older confluent-kafka than otbridge), so it
-imports nothing from otbridge: every topic, address and setting comes from the command line,
-the Avro schemas from the project's schemas/ folder (--schema-dir), and extra librdkafka
-connection settings (security) from the JSON in $OTBRIDGE_ALT_KAFKA_CONFIG.
+Standalone on purpose: it stands for what a plant would write with Quix Streams instead of
+otbridge, and it runs in its own virtualenv (quixstreams pins an older confluent-kafka than
+otbridge), so it cannot use otbridge.codec and imports nothing from otbridge: every topic,
+address and setting comes from the command line, the Avro schemas from --schema-dir (the bench
+writes otbridge's there), and extra librdkafka connection settings (security) from the JSON in
+$OTBRIDGE_ALT_KAFKA_CONFIG.
 
 The same semantics as jobs/downsample/downsample.sql, built from Quix's documented pieces:
 

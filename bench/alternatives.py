@@ -1,8 +1,8 @@
 """4. The alternatives: the downsample job done the way a plant would otherwise do it, on the
 same backlog and checked for the same output, each as a ratio to otbridge's job in this run.
 
-    plain  otbridge/bench/alt_plain.py: confluent-kafka + fastavro + dict windows + producer
-    quix   otbridge/bench/alt_quix.py: Quix Streams (tumbling_window + reduce + final()), run
+    plain  bench/alt_plain.py: confluent-kafka + fastavro + dict windows + producer
+    quix   bench/alt_quix.py: Quix Streams (tumbling_window + reduce + final()), run
            from its own virtualenv under the state folder (quixstreams pins an older
            confluent-kafka than otbridge), created here on first use
 
@@ -26,13 +26,11 @@ otbridge lacks, a window written twice, or any field that differs, is a differen
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -40,20 +38,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from bench.alt_plain import plain_types
+from bench import common, procs
 from bench.backlog import backlog_topic, job_result, time_job
-from bench.common import Context, Result
-from otbridge.codec.wire import RegistryLookup
+from bench.common import Context, JobRun, Result, Target, records_in, wire_decoder
+from otbridge.codec.avro import millis
 from otbridge.kafka import TopicSpec, admin, consumer_config, ensure_topics, producer_config
-from otbridge.registry import SCHEMA_DIR
+from otbridge.registry import schema_text
 from otbridge.settings import Settings
 
 #: the Quix Streams virtualenv's pins (quixstreams 3.28.1 requires confluent-kafka < 2.13)
 QUIX_REQUIREMENTS = ("quixstreams==3.28.1", "confluent-kafka==2.12.2", "fastavro==1.13.1")
-TARGET_RATIO = 3.0
+RATIO_TARGET = Target(">=", 3.0, "x")  # otbridge's rate over the alternative's
 KEYS = 300  # the shared backlog's asset/tag pairs (backlog.preload's default)
 ALT_SCRIPTS = {"plain": "plain Python script (confluent-kafka + fastavro + dicts)",
                "quix": "Quix Streams 3.28.1"}
@@ -75,7 +72,7 @@ def quix_python(settings: Settings) -> Path:
         return python
     venv.parent.mkdir(parents=True, exist_ok=True)
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run(procs.python_module("venv", str(venv)), check=True, timeout=300)
     print(f"  installing {', '.join(QUIX_REQUIREMENTS)} into {venv.name}/", flush=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     *QUIX_REQUIREMENTS], check=True, timeout=1200)
@@ -104,14 +101,22 @@ def common_args(settings: Settings, topic: str, outputs: dict[str, str], group: 
 
 
 def plain_command(settings: Settings, args: list[str], workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.alt_plain", *args]
+    return procs.python_module("bench.alt_plain", *args)
+
+
+#: the schemas alt_quix.py writes with (it cannot import otbridge: they go in its --schema-dir)
+QUIX_SCHEMAS = ("ReadingAggregate", "DeadLetter")
 
 
 def quix_command(settings: Settings, args: list[str], workdir: Path) -> list[str]:
     pconf = producer_config(settings)
+    schema_dir = workdir / "schemas"
+    schema_dir.mkdir(parents=True, exist_ok=True)
+    for name in QUIX_SCHEMAS:
+        (schema_dir / f"{name}.avsc").write_text(schema_text(name))
     return [str(quix_python(settings)), "-P", str(Path(__file__).with_name("alt_quix.py")),
             *args, "--bootstrap-servers", settings.kafka.bootstrap_servers,
-            "--registry-url", settings.registry.url, "--schema-dir", str(SCHEMA_DIR),
+            "--registry-url", settings.registry.url, "--schema-dir", str(schema_dir),
             "--state-dir", str(workdir), "--compression", str(pconf["compression.type"])]
 
 
@@ -158,14 +163,8 @@ def run_alternative(settings: Settings, name: str, topic: str, *, timeout_s: flo
 
 def delete_topics(settings: Settings, run: AltRun) -> None:
     """The alternative's output topics and Quix's changelog topics (named after its group)."""
-    client = admin(settings)
-    names = set(run.outputs.values()) | {
-        t for t in client.list_topics(timeout=10).topics if run.group in t}
-    for future in client.delete_topics(sorted(names), operation_timeout=30).values():
-        try:
-            future.result()
-        except Exception as exc:  # a leftover topic is not worth failing the stage for
-            print(f"  note: could not delete a topic: {exc}", flush=True)
+    changelogs = {t for t in admin(settings).list_topics(timeout=10).topics if run.group in t}
+    common.delete_topics(settings, set(run.outputs.values()) | changelogs)
 
 
 # ------------------------------------------------------------------------- same output
@@ -173,13 +172,9 @@ def delete_topics(settings: Settings, run: AltRun) -> None:
 def read_windows(settings: Settings, topic: str, *, idle_s: float = 5.0, timeout_s: float = 300
                  ) -> dict[WindowKey, list[dict[str, Any]]]:
     """Every committed ReadingAggregate in topic (read_committed, from the beginning), by
-    (key, window_start ms); a list, so duplicates show."""
-    reg = settings.registry
-    user_info = (f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
-                 if reg.basic_auth_username and reg.basic_auth_password else None)
-    lookup = RegistryLookup(reg.url, user_info)
-    writers: dict[int, Any] = {}
-    reader: Any = fastavro.schemaless_reader
+    (key, window_start ms), its window_start and window_end in ms; a list, so duplicates
+    show. Decoded by the product's wire decoder (otbridge.codec.wire)."""
+    decoder = wire_decoder(settings, "ReadingAggregate")
     consumer = Consumer(consumer_config(settings, f"otbridge-bench-verify-{uuid.uuid4().hex}"))
     out: dict[WindowKey, list[dict[str, Any]]] = {}
     try:
@@ -197,16 +192,14 @@ def read_windows(settings: Settings, topic: str, *, idle_s: float = 5.0, timeout
                 if msg.error() is not None:
                     continue
                 last = time.monotonic()
-                raw, mkey = msg.value(), msg.key()
-                if raw is None or len(raw) < 5:
-                    raise RuntimeError(f"{topic}: a record that is not Avro at {msg.offset()}")
-                sid = int.from_bytes(raw[1:5], "big")
-                if sid not in writers:
-                    text = lookup(sid)
-                    if text is None:
-                        raise RuntimeError(f"{topic}: schema id {sid} is not registered")
-                    writers[sid] = fastavro.parse_schema(plain_types(json.loads(text)))
-                rec = reader(io.BytesIO(raw[5:]), writers[sid])
+                mkey = msg.key()
+                decoded = decoder.decode(msg.value())
+                rec = decoded.record
+                if rec is None:
+                    raise RuntimeError(f"{topic}: offset {msg.offset()}: {decoded.reason}: "
+                                       f"{decoded.detail}")
+                rec["window_start"] = millis(rec["window_start"])
+                rec["window_end"] = millis(rec["window_end"])
                 key = mkey.decode() if mkey is not None else ""
                 out.setdefault((key, rec["window_start"]), []).append(rec)
             for p in list(pending):
@@ -215,17 +208,6 @@ def read_windows(settings: Settings, topic: str, *, idle_s: float = 5.0, timeout
     finally:
         consumer.close()
     return out
-
-
-def count_records(settings: Settings, topic: str) -> int:
-    consumer = Consumer(consumer_config(settings, f"otbridge-bench-count-{uuid.uuid4().hex}"))
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(max(0, hi - lo) for lo, hi in (
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            for p in parts))
-    finally:
-        consumer.close()
 
 
 def same_window(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -282,26 +264,25 @@ def compare(ref: dict[WindowKey, list[dict[str, Any]]],
 # --------------------------------------------------------------------------------- stage
 
 def stage_alternatives(ctx: Context) -> list[Result]:
-    topic = backlog_topic(ctx)
-    n = ctx.readings
+    backlog = backlog_topic(ctx)
+    topic, n = backlog.topic, backlog.readings
     settings = ctx.settings
     results: list[Result] = []
-    if "downsample_timing" not in ctx.shared:
+    if ctx.shared.downsample is None:
         timing, outputs = time_job(settings, "downsample", topic, n, parallelism=1)
-        ctx.shared["downsample_seconds"] = timing.total_s
-        ctx.shared["downsample_timing"] = timing
-        ctx.shared["downsample_outputs"] = outputs
+        ctx.shared.downsample = JobRun(timing, outputs)
         results.append(job_result("alternatives", "downsample", n, timing, 1, KEYS,
                                   with_target=False))
         results[-1].figure = f"otbridge {results[-1].figure} (the ratios' reference)"
         print(f"  {results[-1].figure}: {results[-1].value:,.0f} records/s", flush=True)
     # both sides timed once processing runs: otbridge from its first committed offset, the
     # alternatives from their first record
-    ref_rate: float = ctx.shared["downsample_timing"].rate
-    ref_outputs: dict[str, str] = ctx.shared["downsample_outputs"]
+    reference = ctx.shared.downsample
+    ref_rate = reference.timing.rate
+    ref_outputs = reference.outputs
     ref_1m = read_windows(settings, ref_outputs["readings_1m"])
     ref_1h = read_windows(settings, ref_outputs["readings_1h"])
-    ref_dlq = count_records(settings, ref_outputs["dlq"])
+    ref_dlq = records_in(settings, ref_outputs["dlq"])
     timeout_s = 600 if ctx.quick else 7200
 
     for name, label in ALT_SCRIPTS.items():
@@ -312,7 +293,7 @@ def stage_alternatives(ctx: Context) -> list[Result]:
             results.append(Result("alternatives", f"{label}: downsample", 0, "records/s",
                                   records=n, note=f"failed: {type(exc).__name__}: {exc}"[:300]))
             results.append(Result("alternatives", f"otbridge / {name}", 0, "x",
-                                  target=f">= {TARGET_RATIO:g}x", met=False, note="not run"))
+                                  target=RATIO_TARGET, met=False, note="not run"))
             continue
         try:
             report = run.report
@@ -344,10 +325,9 @@ def stage_alternatives(ctx: Context) -> list[Result]:
                               "records/s", records=records, seconds=seconds,
                               settings=alt_settings, note=note))
         ratio = ref_rate / rate if rate > 0 else 0.0
-        met = ratio >= TARGET_RATIO and same
         results.append(Result(
             "alternatives", f"otbridge / {name}", round(ratio, 2), "x", records=n,
-            seconds=ctx.shared["downsample_seconds"], target=f">= {TARGET_RATIO:g}x", met=met,
+            seconds=reference.timing.total_s, target=RATIO_TARGET, met=same,
             settings={"otbridge_records_per_s": round(ref_rate),
                       f"{name}_records_per_s": round(rate),
                       "otbridge_timed": "first committed offset -> committed end offset (p=1)"},

@@ -6,22 +6,18 @@ its consumer group has committed the end of the topic. Offsets are committed on 
 
 from __future__ import annotations
 
-import io
-import json
 import random
-import struct
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import fastavro
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import Context, Result, at_least
+from bench.common import Backlog, Context, JobRun, Result, at_least, reading_encoder
 from otbridge import jobs
+from otbridge.codec.avro import Series
 from otbridge.kafka import TopicSpec, ensure_topics, producer_config
-from otbridge.registry import registry_client, schema_json
 from otbridge.settings import Settings
 
 CHECKPOINT_INTERVAL = "2s"
@@ -34,18 +30,13 @@ OUTPUTS = {"oee": ["oee"], "downsample": ["readings_1m", "readings_1h"], "condit
 def preload(settings: Settings, topic: str, n: int, *, keys: int = 300, seed: int = 1) -> float:
     """Write n Reading records over `keys` distinct asset/tag pairs to a fresh one-partition
     topic (Avro, registry wire format), one sample per key per second of event time ending
-    now; returns records/s."""
-    from confluent_kafka.schema_registry import Schema
-
+    now; returns records/s. Encoded by the connectors' encoder (otbridge.codec.avro)."""
     ensure_topics(settings, [TopicSpec(topic, partitions=1)])
-    schema = schema_json("Reading")
-    schema_id = registry_client(settings).register_schema(
-        f"{topic}-value", Schema(json.dumps(schema), "AVRO"))
-    parsed = fastavro.parse_schema(schema)
-    header = b"\x00" + struct.pack(">I", schema_id)
+    encoder = reading_encoder(settings, topic)
     rng = random.Random(seed)
     assets = max(1, keys // len(TAGS))
     paths = [f"acme/berlin/body/line{a % 4}/m{a:06d}" for a in range(assets)]
+    series = {(path, tag): Series.of(path, tag, None, "bench") for path in paths for tag in TAGS}
     per_second = assets * len(TAGS)
     producer = Producer(producer_config(settings, **{"linger.ms": LINGER_MS,
                                                      "queue.buffering.max.messages": 500000}))
@@ -54,7 +45,6 @@ def preload(settings: Settings, topic: str, n: int, *, keys: int = 300, seed: in
     t0 = (int(time.time()) - span_s - 60) * 1000
     counters = dict.fromkeys(paths, 0)
     started = time.perf_counter()
-    buf = io.BytesIO()
     for i in range(n):
         path = paths[i % assets]
         tag = TAGS[(i // assets) % len(TAGS)]
@@ -66,16 +56,11 @@ def preload(settings: Settings, topic: str, n: int, *, keys: int = 300, seed: in
             value = float(counters[path])
         else:
             value = 40.0 + rng.random() * 5
-        rec = {"asset": path, "tag": tag, "value": value, "text": None, "unit": None,
-               "quality": "GOOD", "source_ts": ts, "ingest_ts": ts, "source": "bench",
-               "seq": i, "connector": "bench"}
-        buf.seek(0)
-        buf.truncate()
-        fastavro.schemaless_writer(buf, parsed, rec)
+        s = series[path, tag]
+        payload = encoder.encode(s, value, None, "GOOD", ts, ts, i, "bench")
         while True:
             try:
-                producer.produce(topic, key=path.encode(), value=header + buf.getvalue(),
-                                 timestamp=ts)
+                producer.produce(topic, key=s.key, value=payload, timestamp=ts)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -143,10 +128,9 @@ def time_job(settings: Settings, name: str, topic: str, n: int, *, parallelism: 
 
 def job_result(stage: str, name: str, n: int, timing: Timing, parallelism: int, keys: int,
                *, with_target: bool) -> Result:
-    rate = timing.rate
-    target, met = at_least(rate, TARGETS[name], "records/s") if with_target else (None, None)
-    return Result(stage, f"{name} p={parallelism}, {keys:,} keys", round(rate), "records/s",
-                  records=n, seconds=timing.total_s, target=target, met=met,
+    target = at_least(TARGETS[name], "records/s") if with_target else None
+    return Result(stage, f"{name} p={parallelism}, {keys:,} keys", round(timing.rate),
+                  "records/s", records=n, seconds=timing.total_s, target=target,
                   settings={"parallelism": parallelism,
                             "checkpoint_interval": CHECKPOINT_INTERVAL,
                             "python_mode": "thread", "decode": "Java UDTF"},
@@ -154,22 +138,21 @@ def job_result(stage: str, name: str, n: int, timing: Timing, parallelism: int, 
                        f"{n / timing.total_s:,.0f} records/s including it")
 
 
-def backlog_topic(ctx: Context) -> str:
+def backlog_topic(ctx: Context) -> Backlog:
     """The shared backlog (ctx.readings readings over 300 keys), preloaded once per run."""
-    if "backlog_topic" not in ctx.shared:
+    if ctx.shared.backlog is None:
         topic = f"bench.readings.{uuid.uuid4().hex[:6]}"
         rate = preload(ctx.settings, topic, ctx.readings)
-        ctx.shared["backlog_topic"] = topic
-        ctx.shared["preload_rate"] = rate
-    return str(ctx.shared["backlog_topic"])
+        ctx.shared.backlog = Backlog(topic, ctx.readings, rate)
+    return ctx.shared.backlog
 
 
 def stage_jobs(ctx: Context) -> list[Result]:
     """3. each job on the shared backlog, at parallelism 1 and 2."""
-    topic = backlog_topic(ctx)
-    n = ctx.readings
-    results = [Result("jobs", "preload (Python producer, Avro)", round(ctx.shared["preload_rate"]),
-                      "records/s", records=n, seconds=n / ctx.shared["preload_rate"],
+    backlog = backlog_topic(ctx)
+    topic, n = backlog.topic, backlog.readings
+    results = [Result("jobs", "preload (Python producer, Avro)", round(backlog.preload_rate),
+                      "records/s", records=n, seconds=n / backlog.preload_rate,
                       settings={"linger_ms": LINGER_MS, "acks": "all", "idempotent": True})]
     runs = [(name, p) for p in ((1,) if ctx.quick else (1, 2))
             for name in ("downsample", "oee", "conditions")]
@@ -183,9 +166,7 @@ def stage_jobs(ctx: Context) -> list[Result]:
         if ctx.quick:
             results[-1].note += "; --quick: the three jobs ran at the same time"
         if name == "downsample" and p == 1:
-            ctx.shared["downsample_seconds"] = timing.total_s
-            ctx.shared["downsample_timing"] = timing
-            ctx.shared["downsample_outputs"] = outputs
+            ctx.shared.downsample = JobRun(timing, outputs)
         print(f"  {results[-1].figure}: {results[-1].value:,.0f} records/s", flush=True)
     return results
 

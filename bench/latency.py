@@ -24,11 +24,9 @@ target is for FULL_RATE).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,16 +38,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import httpx
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench.common import Context, Result, at_most
-from otbridge import PROJECT_ROOT, jobs
-from otbridge.codec.avro import avro_string, zigzag
-from otbridge.kafka import TopicSpec, admin, consumer_config, ensure_topics, producer_config
-from otbridge.registry import registry_client, schema_json
+from bench import procs
+from bench.common import (
+    Context,
+    Params,
+    Result,
+    Target,
+    at_most,
+    delete_topics,
+    offline_reading_encoder,
+    reading_encoder,
+    wire_decoder,
+)
+from otbridge import jobs
+from otbridge.codec.avro import Series, millis
+from otbridge.kafka import TopicSpec, consumer_config, ensure_topics, producer_config
 from otbridge.settings import Settings
 
 TARGET_P99_MS = 500
@@ -89,6 +96,9 @@ MACHINES = [  # area, line, machine kind, temperature base (degC): the plant's m
 TAGS = ("state", "count_total", "count_good", "temperature", "vibration", "power")
 UNITS = {"temperature": "degC", "vibration": "mm/s", "power": "kW", "count_total": "parts",
          "count_good": "parts"}
+
+
+LOAD_SOURCE, LOAD_CONNECTOR = "bench://latency", "bench-latency"  # the load's Reading fields
 
 
 def trigger_asset(i: int) -> str:
@@ -169,50 +179,25 @@ def generate_main() -> int:
     return 0
 
 
-class ReadingEncoder:
-    """Reading records in the registry wire format, with what never changes for a key encoded
-    once (fastavro's generic writer costs about 10 us a record, a tenth of a core at 10k/s
-    taken from the job being measured). tests/test_bench_latency.py checks it against fastavro.
-    """
-
-    def __init__(self, schema_id: int, source: str, connector: str) -> None:
-        self.header = b"\x00" + struct.pack(">I", schema_id)
-        self.source, self.connector = avro_string(source), avro_string(connector)
-        self._keys: dict[tuple[str, str], tuple[bytes, bytes]] = {}
-        self._ts, self._ts_b = -1, b""
-
-    def encode(self, asset: str, tag: str, value: float, unit: str | None, ts: int,
-               seq: int) -> bytes:
-        pre = self._keys.get((asset, tag))
-        if pre is None:
-            unit_b = b"\x00" if unit is None else b"\x02" + avro_string(unit)
-            # asset, tag, value: union branch 1 (double); text: null; unit; quality
-            head = self.header + avro_string(asset) + avro_string(tag) + b"\x02"
-            pre = self._keys[(asset, tag)] = (head, b"\x00" + unit_b + avro_string("GOOD"))
-        if ts != self._ts:  # source_ts = ingest_ts: one encoding per millisecond
-            self._ts, self._ts_b = ts, zigzag(ts) * 2
-        return b"".join((pre[0], struct.pack("<d", value), pre[1], self._ts_b, self.source,
-                         zigzag(seq), self.connector))
-
-
 def _generate(conf: dict[str, Any], topic: str, schema_id: int, rate: float, seconds: float,
               keys: int, plan: list[Any]) -> dict[str, Any]:
-    encoder = ReadingEncoder(schema_id, "bench://latency", "bench-latency")
+    # the connectors' encoder (its lean path: what never changes for a key is encoded once;
+    # fastavro's generic writer would cost a tenth of a core at 10k/s, taken from the job)
+    encoder = offline_reading_encoder(schema_id)
     plant = _Plant(keys, seed=7)
     trigger_key = {i: len(plant.keys) - TRIGGER_ASSETS + i for i in range(TRIGGER_ASSETS)}
-    asset_keys = [asset.encode() for asset, _, _ in plant.keys]
+    series = [Series.of(asset, tag, UNITS.get(tag), LOAD_SOURCE) for asset, tag, _ in plant.keys]
     producer = Producer(conf)
     seq = 0
 
     def send(k: int, value: float) -> int:
         nonlocal seq
-        asset, tag, _ = plant.keys[k]
         ts = int(time.time() * 1000)
-        payload = encoder.encode(asset, tag, value, UNITS.get(tag), ts, seq)
+        payload = encoder.encode(series[k], value, None, "GOOD", ts, ts, seq, LOAD_CONNECTOR)
         seq += 1
         while True:
             try:
-                producer.produce(topic, key=asset_keys[k], value=payload, timestamp=ts)
+                producer.produce(topic, key=series[k].key, value=payload, timestamp=ts)
                 return ts
             except BufferError:
                 producer.poll(0.01)
@@ -365,16 +350,8 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(rank, len(values)) - 1]
 
 
-def _decode_alert(parsed: Any, raw: bytes) -> dict[str, Any]:
-    rec = fastavro.schemaless_reader(io.BytesIO(raw[5:]), parsed, parsed)
-    assert isinstance(rec, dict)
-    return rec
-
-
 def run_step(settings: Settings, rules_file: Path, rate: float, seconds: float,
              warmup_s: float, *, drain_s: float, say: Any = print) -> Step:
-    from confluent_kafka.schema_registry import Schema
-
     tmp_dir = rules_file.parent
     step = Step(rate=rate, seconds=seconds, warmup_s=warmup_s)
     step.keys = max(int(rate), 60 + TRIGGER_ASSETS)  # one key per reading per second
@@ -384,8 +361,8 @@ def run_step(settings: Settings, rules_file: Path, rate: float, seconds: float,
     ensure_topics(settings, [TopicSpec(topics["readings"], partitions=3),
                              TopicSpec(topics["alerts"], partitions=3),
                              TopicSpec(topics["dlq"], partitions=1)])
-    schema_id = registry_client(settings).register_schema(
-        f"{topics['readings']}-value", Schema(json.dumps(schema_json("Reading")), "AVRO"))
+    # registers Reading under the topic's subject; the generator encodes with that id
+    schema_id = int.from_bytes(reading_encoder(settings, topics["readings"]).header[1:5], "big")
     job_id = None
     gen: Any = None
     consumer = None
@@ -403,7 +380,7 @@ def run_step(settings: Settings, rules_file: Path, rate: float, seconds: float,
                 raise TimeoutError(f"latency: job {job_id} tasks not all RUNNING")
             time.sleep(0.5)
 
-        parsed = fastavro.parse_schema(schema_json("AlertEvent"))
+        alerts = wire_decoder(settings, "AlertEvent")
         consumer = Consumer(consumer_config(settings, f"bench-latency{suffix}",
                                             **{"fetch.wait.max.ms": 100}))
         consumer.assign([TopicPartition(topics["alerts"], p, OFFSET_BEGINNING) for p in range(3)])
@@ -411,9 +388,7 @@ def run_step(settings: Settings, rules_file: Path, rate: float, seconds: float,
         plan = schedule(warmup_s, seconds)
         out_file = Path(tmp_dir) / f"load{suffix}.json"
         conf = producer_config(settings, **{"queue.buffering.max.messages": 500_000})
-        gen = subprocess.Popen(
-            [sys.executable, "-m", "bench.latency"], stdin=subprocess.PIPE,
-            cwd=PROJECT_ROOT)
+        gen = subprocess.Popen(procs.python_module("bench.latency"), stdin=subprocess.PIPE)
         assert gen.stdin is not None
         gen.stdin.write(json.dumps({
             "conf": conf, "topic": topics["readings"], "schema_id": schema_id, "rate": rate,
@@ -442,9 +417,12 @@ def run_step(settings: Settings, rules_file: Path, rate: float, seconds: float,
             msg = consumer.poll(0.05)
             if msg is not None and not msg.error() and msg.value():
                 arrived = time.time() * 1000
-                alert = _decode_alert(parsed, msg.value() or b"")
+                alert = alerts.decode(msg.value()).record
+                if alert is None:
+                    raise RuntimeError(f"latency: an alert that does not decode at "
+                                       f"{msg.topic()}/{msg.partition()}@{msg.offset()}")
                 if alert["rule"] == TRIGGER_RULE:
-                    key = (alert["asset"], alert["status"], _ms(alert["event_ts"]))
+                    key = (alert["asset"], alert["status"], millis(alert["event_ts"]))
                     if key in arrivals:
                         step.duplicates += 1
                     else:
@@ -498,45 +476,28 @@ def run_step(settings: Settings, rules_file: Path, rate: float, seconds: float,
         delete_topics(settings, list(topics.values()))
 
 
-def delete_topics(settings: Settings, topics: list[str]) -> None:
-    """Delete what a run created (best effort; the admin client must outlive the futures)."""
-    client = admin(settings)
-    for future in client.delete_topics(topics, operation_timeout=30).values():
-        with suppress(Exception):
-            future.result()
-
-
-def _ms(value: Any) -> int:
-    """fastavro gives timestamp-millis as an aware datetime."""
-    if isinstance(value, int):
-        return value
-    return round(value.timestamp() * 1000)
-
-
 # -- the stage -------------------------------------------------------------------------------
 
 
-def step_results(step: Step, *, with_target: bool, settings_row: dict[str, Any],
+def step_results(step: Step, *, with_target: bool, settings_row: Params,
                  note: str) -> list[Result]:
     rate = f"{step.rate:,.0f}/s"
     lower = " (lower bound)" if step.missing_lower_bound_ms else ""
     rows = []
     for p in (50, 95, 99):
         value = step.pct(p)
-        target, met = (at_most(value, TARGET_P99_MS, "ms")
-                       if p == 99 and with_target else (None, None))
+        target = at_most(TARGET_P99_MS, "ms") if p == 99 and with_target else None
         rows.append(Result("latency", f"reading->alert p{p} @ {rate}{lower}", round(value, 1),
                            "ms", records=step.expected, seconds=step.seconds, target=target,
-                           met=met, settings=settings_row if p == 99 else {},
+                           settings=settings_row if p == 99 else {},
                            note=note if p == 99 else ""))
     rows.append(Result("latency", f"load achieved @ {rate}", round(step.achieved), "records/s",
                        records=int(step.achieved * (step.seconds + step.warmup_s)),
                        seconds=step.seconds + step.warmup_s,
-                       target=f">= {step.rate * 0.98:,.0f} records/s",
-                       met=step.achieved >= step.rate * 0.98))
+                       target=Target(">=", round(step.rate * 0.98), "records/s")))
     rows.append(Result("latency", f"alerts seen @ {rate}", step.seen, f"of {step.expected}",
                        records=step.seen, seconds=step.seconds,
-                       target=f"= {step.expected}", met=step.seen == step.expected,
+                       target=Target("=", step.expected, ""),
                        note=f"{step.duplicates} duplicates" if step.duplicates else ""))
     return rows
 
@@ -612,7 +573,7 @@ def stage_latency(ctx: Context) -> list[Result]:
     rate: float = QUICK_RATE if quick else FULL_RATE
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
     warmup = QUICK_WARMUP_S if quick else FULL_WARMUP_S
-    settings_row: dict[str, Any] = {
+    settings_row: Params = {
         "parallelism": PARALLELISM, "python_mode": "thread", **FLINK_CONF, **BUNDLE_CONF,
         "alerts_sink": "at-least-once, linger.ms=5 (client default)",
         # the generator uses the connectors' producer settings: their batching delay is real
@@ -634,7 +595,7 @@ def stage_latency(ctx: Context) -> list[Result]:
                   f"{step.achieved:,.0f}/s" + ("" if step.sustained else "; falling behind"),
                   flush=True)
             next_rate = None if quick else next_step(steps)
-    ctx.shared["latency_steps"] = steps
+    ctx.shared.latency_steps = steps
 
     best = max((st for st in steps if st.sustained), key=lambda st: st.rate, default=None)
     failed = min((st.rate for st in steps if not st.sustained), default=None)

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +22,8 @@ from pathlib import Path
 import yaml
 
 from bench.ingest import ConnectorRun, connector_cmd, run_connector_process
-from otbridge import PROJECT_ROOT
-from otbridge.errors import OtbridgeError
+from bench.procs import python_module, serving
+from otbridge.net import free_port
 from otbridge.settings import Settings, load_settings
 
 ASSET = "acme/bench/area/line{device}/machine{device}"
@@ -44,32 +41,6 @@ async def serve(port: int, devices: int, registers: int) -> None:
         for unit in range(1, devices + 1)
     ]
     await ModbusTcpServer(sims, address=("127.0.0.1", port)).serve_forever()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise OtbridgeError(f"the benchmark server did not listen on {port}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a simulator this benchmark started (by its pid)."""
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def config(port: int, topic: str, devices: int, registers: int, poll_s: float) -> dict[str, object]:
@@ -114,22 +85,15 @@ def run_bench(
     bench.ingest.run_connector_process."""
     port = free_port()
     topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.load_modbus", "--serve", str(port),
-         "--devices", str(devices), "--registers", str(registers)],
-        cwd=PROJECT_ROOT,
-    )  # fmt: skip
-    try:
-        wait_for_port(port)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "bench.yaml"
-            doc = config(port, topic, devices, registers, poll_interval_s)
-            path.write_text(yaml.safe_dump(doc))
-            run = run_connector_process(
-                settings, connector_cmd("modbus", path, duration_s), topic, duration_s
-            )
-    finally:
-        stop(server)
+    server = python_module("bench.load_modbus", "--serve", str(port), "--devices", str(devices),
+                           "--registers", str(registers))
+    with serving("the Modbus load server", server, port), \
+            tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(yaml.safe_dump(config(port, topic, devices, registers, poll_interval_s)))
+        run = run_connector_process(
+            settings, connector_cmd("modbus", path, duration_s), topic, duration_s
+        )
     run.settings = {
         "devices": devices,
         "registers_per_device": registers,

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +27,8 @@ from pathlib import Path
 import yaml
 
 from bench.ingest import ConnectorRun, connector_cmd, run_connector_process
-from bench.load_modbus import free_port, stop, wait_for_port
-from otbridge import PROJECT_ROOT
+from bench.procs import python_module, serving
+from otbridge.net import free_port
 from otbridge.settings import Settings, load_settings
 
 NAMESPACE = "urn:otbridge:bench"
@@ -156,14 +155,11 @@ def run_bench(
     topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "offered"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bench.load_opcua", "--serve", str(port),
-             "--variables", str(variables), "--interval-s", str(interval_s),
-             "--report", str(report)],
-            cwd=PROJECT_ROOT,
-        )  # fmt: skip
-        try:
-            wait_for_port(port, timeout_s=60)  # building the address space takes a while
+        server = python_module("bench.load_opcua", "--serve", str(port), "--variables",
+                               str(variables), "--interval-s", str(interval_s),
+                               "--report", str(report))
+        # building the address space takes a while: ready when it listens
+        with serving("the OPC UA load server", server, port):
             path = Path(tmp) / "bench.yaml"
             doc = config(port, topic, variables, publishing_interval_s, sampling_interval_s,
                          queue_size)  # fmt: skip
@@ -171,8 +167,6 @@ def run_bench(
             run = run_connector_process(
                 settings, connector_cmd("opcua", path, duration_s), topic, duration_s
             )
-        finally:
-            stop(server)
         offered = report.read_text().strip() if report.is_file() else ""
     run.offered = float(offered) if offered else None
     run.settings = {

@@ -152,10 +152,25 @@ def check_output(settings: Settings, topic: str, outputs: dict[str, str],
     late = next(v for _, v, _ in dead if v["reason"] == "late")
     assert late["source_offset"] == 31
 
-    # the stage's own comparison, run against itself, sees every window the same
+    # what the stage itself reads (the product's wire decoder, times in ms) is the expected
+    # output, and its comparison against the expected windows finds every one the same
     windows = read_windows(settings, outputs["readings_1m"], idle_s=2)
-    c = compare(windows, windows)
-    assert (c.matched, c.differ, c.missing, c.extra, c.duplicated) == (9, 0, 0, 0, 0)
+    expected = as_windows(EXPECTED_1M)
+    assert {key: {f: recs[0][f] for f in FIELDS} for key, recs in windows.items()} == {
+        key: recs[0] for key, recs in expected.items()}
+    assert all(len(recs) == 1 for recs in windows.values())
+    c = compare(expected, windows)
+    assert (c.matched, c.differ, c.missing, c.extra, c.duplicated, c.not_compared) == (
+        9, 0, 0, 0, 0, 0)
+    assert c.same
+
+
+def as_windows(expected: dict[tuple[str, datetime], dict[str, Any]]
+               ) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """EXPECTED_1M in read_windows' shape: by (key, window_start ms), times in ms."""
+    return {(key, kh.ms(start)): [{**agg, "window_start": kh.ms(agg["window_start"]),
+                                   "window_end": kh.ms(agg["window_end"])}]
+            for (key, start), agg in expected.items()}
 
 
 def test_compare_tells_uncommitted_windows_from_differences() -> None:

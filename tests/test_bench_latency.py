@@ -7,23 +7,21 @@ part of the demo is counted, and nothing the stages started is left running.
 
 from __future__ import annotations
 
-import io
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
-import fastavro
 import pytest
 
 from bench import QUICK_READINGS
-from bench.common import Context
+from bench.common import Context, Target, offline_reading_encoder
 from bench.latency import (
     HOLD_S,
     MAX_STEPS,
     QUICK_SECONDS,
     QUICK_WARMUP_S,
     TRIGGER_RULE,
-    ReadingEncoder,
     Step,
     capacity,
     next_step,
@@ -32,27 +30,34 @@ from bench.latency import (
     schedule,
     stage_latency,
 )
-from bench.memory import DEMO_PARTS, stage_memory
+from bench.memory import DEMO_PARTS, TARGET_GIB, stage_memory
 from jobs.conditions.rules import parse_rules
 from otbridge import jobs
-from otbridge.registry import schema_json
+from otbridge.codec.avro import Series
+from otbridge.codec.wire import WireDecoder
+from otbridge.registry import schema_json, schema_text
 from otbridge.settings import Settings
 
 
-def test_reading_encoder_writes_what_fastavro_writes() -> None:
-    parsed = fastavro.parse_schema(schema_json("Reading"))
-    enc = ReadingEncoder(42, "bench://latency", "bench-latency")
+def test_load_generator_encoder_writes_readings_the_jobs_decode() -> None:
+    """The load generator has no registry client: its encoder takes the id the parent
+    registered, and what it writes decodes (as a job decodes it) to the reading it meant."""
+    enc = offline_reading_encoder(42)
+    decoder = WireDecoder(schema_json("Reading"),
+                          lambda sid: schema_text("Reading") if sid == 42 else None)
     cases = [("acme/berlin/body/line1/press0001", "temperature", 47.25, "degC", 1_795_325_539_078,
               0), ("a", "state", -1.5, None, 0, 2**40), ("ä/x", "t", 1e300, "mm/s", -5, 127)]
     for asset, tag, value, unit, ts, seq in cases:
-        raw = enc.encode(asset, tag, value, unit, ts, seq)
+        raw = enc.encode(Series.of(asset, tag, unit, "bench://latency"), value, None, "GOOD",
+                         ts, ts, seq, "bench-latency")
         assert raw[:5] == b"\x00\x00\x00\x00\x2a"
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, parsed, {
+        rec = decoder.decode(raw).record
+        assert rec is not None
+        assert {k: v for k, v in rec.items() if not k.endswith("_ts")} == {
             "asset": asset, "tag": tag, "value": value, "text": None, "unit": unit,
-            "quality": "GOOD", "source_ts": ts, "ingest_ts": ts, "source": "bench://latency",
-            "seq": seq, "connector": "bench-latency"})
-        assert raw[5:] == buf.getvalue()
+            "quality": "GOOD", "source": "bench://latency", "seq": seq,
+            "connector": "bench-latency"}
+        assert round(rec["source_ts"].timestamp() * 1000) == ts
 
 
 def test_schedule_raises_and_clears_each_episode_without_overlap() -> None:
@@ -132,9 +137,15 @@ def test_latency_quick_sees_every_alert_it_scheduled(live_stack: Settings) -> No
     figures = {r.figure.split(" @ ")[0]: r for r in results}
     assert {"reading->alert p50", "reading->alert p95", "reading->alert p99",
             "load achieved", "alerts seen"} <= set(figures)
-    assert figures["alerts seen"].value == step.expected and figures["alerts seen"].met
+    seen = figures["alerts seen"]
+    assert seen.value == step.expected and seen.target == Target("=", step.expected, "")
+    assert seen.met is True
+    load = figures["load achieved"]
+    assert load.value == round(step.achieved) and load.target is not None
+    assert load.met is (load.value >= load.target.value)
     p99_row = figures["reading->alert p99"]
     assert p99_row.value == pytest.approx(round(p99, 1))
+    assert p99_row.target is None and p99_row.met is None  # the p99 target is the full rate's
     for key in ("parallelism", "python_mode", "execution.buffer-timeout.interval",
                 "execution.checkpointing.interval", "load_producer_linger_ms"):
         assert key in p99_row.settings
@@ -147,21 +158,28 @@ def test_memory_quick_counts_every_part_and_stops_what_it_started(
     ctx = Context(live_stack, quick=True, readings=QUICK_READINGS)
     (result,) = stage_memory(ctx)
 
-    parts = ctx.shared["memory"]["parts"]
+    run = ctx.shared.memory
+    assert run is not None
+    parts = run.parts
     stack_parts = {"kafka", "registry", "flink-jobmanager", "flink-taskmanager"}
     assert set(parts) == stack_parts | set(DEMO_PARTS)
-    assert all(p["rss"] > 10 * 2**20 and p["processes"] >= 1 for p in parts.values())
-    assert ctx.shared["memory"]["readings"] > 0  # the connectors really ran
-    assert result.value == pytest.approx(sum(p["rss"] for p in parts.values()) / 2**30,
-                                         abs=0.01)
-    assert result.unit == "GiB" and result.target and result.met is not None
-    for name in (*stack_parts, *DEMO_PARTS):
-        assert name in result.note
+    assert all(p.rss > 10 * 2**20 and p.processes >= 1 for p in parts.values())
+    assert run.readings > 0  # the connectors really ran
+    assert result.value == pytest.approx(sum(p.rss for p in parts.values()) / 2**30, abs=0.01)
+    assert result.unit == "GiB" and result.target == Target("<=", TARGET_GIB, "GiB")
+    assert result.met is (result.value <= TARGET_GIB)
+    # the note's per-part figures are the measured ones, and add up to the total
+    listed = dict(re.findall(r"([a-z-]+) (\d+\.\d\d)", result.note.split(";")[0]))
+    assert set(listed) == set(parts)
+    for name, usage in parts.items():
+        assert float(listed[name]) == pytest.approx(usage.rss / 2**30, abs=0.005), name
+    assert sum(map(float, listed.values())) == pytest.approx(result.value, abs=0.05)
 
     # the simulators and connectors it started are gone (their logs name their pids)
     log_dir = live_stack.stack.log_dir / "bench"
     for name in DEMO_PARTS:
         assert (log_dir / f"demo-{name}.log").exists()
-    for pid in ctx.shared["memory"]["demo_pids"]:
+    assert len(run.demo_pids) == len(DEMO_PARTS)
+    for pid in run.demo_pids:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().split()[2] == "Z"
