@@ -28,7 +28,7 @@ from bench.common import Context, Result, table
 from otbridge.settings import Settings
 
 # stage -> (module, function); modules are imported when their stage runs
-STAGES: dict[str, tuple[str, str]] = {  # the same names as otbridge.cli.BENCH_STAGES
+STAGES: dict[str, tuple[str, str]] = {  # `otbridge bench STAGE` (bench/cli.py)
     "producer": ("bench.ingest", "stage_producer"),
     "connector": ("bench.ingest", "stage_connector"),
     "jobs": ("bench.backlog", "stage_jobs"),
