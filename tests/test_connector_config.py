@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.core.config import ModbusConfig, OpcUaConfig, ReconnectPolicy, load_config
+from connectors.core.config import ReconnectPolicy, load_config
+from connectors.modbus.config import ModbusConfig
+from connectors.opcua.config import OpcUaConfig
 from otbridge import PROJECT_ROOT
-from otbridge.errors import ConfigError
+from otbridge.errors import ConfigError, MissingExtraError
 from otbridge.settings import Settings
 
 EXAMPLES = PROJECT_ROOT / "connectors" / "examples"
@@ -253,3 +255,49 @@ def test_values_from_environment_variables(tmp_path: Path, monkeypatch: pytest.M
     assert device.password is not None
     assert device.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(device)
+
+
+def test_protocols_are_the_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`otbridge connect <name>` finds a protocol from its folder alone; a missing library
+    is a MissingExtraError naming the extra."""
+    import connectors
+    from connectors.core.protocol import protocols
+    from otbridge.cli import build_parser
+
+    assert [(p.name, p.config) for p in protocols()] == [
+        ("modbus", ModbusConfig),
+        ("opcua", OpcUaConfig),
+    ]
+    folder = tmp_path / "fakeproto"
+    folder.mkdir()
+    (folder / "__init__.py").write_text(
+        "from connectors.core.protocol import ProtocolSpec\n"
+        "from connectors.modbus.config import ModbusConfig\n"
+        "PROTOCOL = ProtocolSpec(name='fakeproto', help='a test protocol', config=ModbusConfig,\n"
+        "                        connector='connectors.fakeproto.connector', extra='fake')\n"
+    )
+    (folder / "connector.py").write_text("import otbridge_no_such_library\n")
+    monkeypatch.setattr(connectors, "__path__", [*connectors.__path__, str(tmp_path)])
+    args = build_parser().parse_args(["connect", "fakeproto", "--config", "x.yaml"])
+    assert args.protocol.name == "fakeproto"
+    with pytest.raises(MissingExtraError) as info:
+        args.protocol.run_function()
+    assert "'otbridge_no_such_library'" in str(info.value)
+    assert "otbridge[fake]" in str(info.value)
+
+
+def test_cli_names_a_missing_extra(tmp_path: Path) -> None:
+    path = write(tmp_path, modbus_doc())
+    code = (
+        "import sys; sys.modules['pymodbus'] = None\n"
+        "from otbridge.cli import main\n"
+        f"sys.exit(main(['connect', 'modbus', '--config', {str(path)!r}]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "otbridge: error: the module 'pymodbus' is not installed; install the extra with "
+        "`pip install 'otbridge[modbus]'` (or run `make setup`)"
+    ]

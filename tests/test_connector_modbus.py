@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -28,22 +27,18 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from connectors.core.config import ModbusConfig, load_config
+from connectors.core.config import load_config
 from connectors.modbus import connector as modbus
+from connectors.modbus.config import ModbusConfig
 from otbridge import PROJECT_ROOT
 from otbridge.codec.avro import ReadingEncoder
 from otbridge.kafka import consumer_config
+from otbridge.net import free_port, port_open
 from otbridge.registry import deserializer, registry_client, serializer
 from otbridge.settings import Settings
 
 PRESS = "acme/berlin/body/line1/press01"
 WELD = "acme/berlin/body/line2/weld01"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def words(
@@ -513,9 +508,8 @@ def start_simulator(kind: str, port: int, log_path: Path) -> subprocess.Popen[by
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, log_path.read_text()
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
+        if port_open(port):
+            return proc
         time.sleep(0.1)
     proc.kill()
     raise AssertionError(f"simulator {kind} did not listen on {port}: {log_path.read_text()}")

@@ -15,14 +15,14 @@ from test_connector_modbus import (
     Watcher,
     assert_every_interval,
     count,
-    free_port,
     start_simulator,
     trailing,
 )
 
-from connectors.core.config import OpcUaConfig
 from connectors.opcua import connector as opcua
+from connectors.opcua.config import OpcUaConfig
 from otbridge import PROJECT_ROOT
+from otbridge.net import free_port
 from otbridge.settings import Settings
 
 ROBOT = "acme/berlin/paint/line3/robot01"

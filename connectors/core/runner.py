@@ -8,8 +8,8 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from connectors.core.config import ConnectorFile
 from connectors.core.sink import Counters, ReadingSink, open_sink
@@ -17,7 +17,6 @@ from otbridge.errors import OtbridgeError
 from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Connector(Protocol):
@@ -30,13 +29,14 @@ def instance_id(connector_id: str) -> str:
     return f"{connector_id}@{time.time_ns() // 1_000_000}"
 
 
-async def _wait(stop: asyncio.Event, timeout_s: float | None) -> None:
+async def wait_for_stop(stop: asyncio.Event, timeout_s: float | None) -> None:
+    """Return when `stop` is set or after `timeout_s` (None: no limit)."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout_s)
 
 
 async def run_connector(
-    config: ConnectorFile,
+    config: ConnectorFile[Any],
     settings: Settings,
     build: Callable[[ReadingSink, Counters], Connector],
     *,
@@ -82,7 +82,7 @@ async def run_connector(
 
     async def stats() -> None:
         while not stop.is_set():
-            await _wait(stop, config.stats_interval_s)
+            await wait_for_stop(stop, config.stats_interval_s)
             sink.poll()
             log.info("%s", counters.summary())
 
@@ -92,7 +92,7 @@ async def run_connector(
     ]
     try:
         await asyncio.wait(
-            [*tasks, asyncio.create_task(_wait(stop, duration_s))],
+            [*tasks, asyncio.create_task(wait_for_stop(stop, duration_s))],
             return_when=asyncio.FIRST_COMPLETED,
         )
         stop.set()
@@ -120,27 +120,3 @@ async def _shutdown(tasks: list[asyncio.Task[None]], *, timeout_s: float) -> Non
         log.warning("task %s did not stop in %.0f s; cancelled", task.get_name(), timeout_s)
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
-    """Await `work` unless `stop` is set first (then `work` is cancelled and None returned)."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return None
-
-
-async def sleep_until(stop: asyncio.Event, deadline: float) -> bool:
-    """Sleep until loop time `deadline` or stop; True if stopped."""
-    delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
-        await _wait(stop, delay)
-    return stop.is_set()

@@ -6,8 +6,7 @@ record that counts and logs failures, and no flush per record: `poll(0)` serves 
 The hot path of a connector is here. What stays the same between two readings of one tag
 (its Kafka key, the Avro bytes of asset, tag, unit and source) is encoded once, in a
 `Series`; a reading then costs a few byte concatenations and one `produce` (see
-`ReadingEncoder`). Connectors that know their tags up front use `series` + `emit_value`;
-`emit(Sample)` is the same path for everything else.
+`ReadingEncoder`): a connector asks for each tag's `series` once, then `emit_value`s.
 """
 
 from __future__ import annotations
@@ -16,32 +15,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from otbridge.codec.avro import Quality, ReadingEncoder, Series, _fields, millis
+from otbridge.codec.avro import Quality, ReadingEncoder, Series
 from otbridge.errors import OtbridgeError
 from otbridge.kafka import TopicSpec, default_topics, ensure_topics, producer_config
 from otbridge.registry import registry_client
 from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """What a connector read: one value of one tag at one time."""
-
-    asset: str
-    tag: str
-    value: float | None
-    quality: Quality
-    source_ts: datetime
-    source: str
-    unit: str | None = None
-    text: str | None = None
 
 
 @dataclass
@@ -75,7 +58,7 @@ class ReadingSink:
         self,
         *,
         producer: Producer,
-        encode: ReadingEncoder | Callable[[dict[str, Any]], bytes],
+        encode: ReadingEncoder,
         topic: str,
         connector: str,
         counters: Counters,
@@ -93,10 +76,7 @@ class ReadingSink:
         self._series: dict[tuple[str, str, str | None, str], Series] = {}
         self._produce = producer.produce
         self._on_delivery = self._delivered
-        # records a plain callable (not a ReadingEncoder) encodes from a dict
-        self._encode_series = (
-            encode.encode if isinstance(encode, ReadingEncoder) else self._encode_record
-        )
+        self._encode_series = encode.encode
 
     @property
     def full(self) -> bool:
@@ -109,15 +89,6 @@ class ReadingSink:
         if found is None:
             found = self._series[key] = Series.of(asset, tag, unit, source)
         return found
-
-    def emit(self, sample: Sample) -> bool:
-        return self.emit_value(
-            self.series(sample.asset, sample.tag, sample.unit, sample.source),
-            sample.value,
-            sample.quality,
-            millis(sample.source_ts),
-            sample.text,
-        )
 
     def emit_value(
         self,
@@ -160,20 +131,6 @@ class ReadingSink:
     def flush(self, timeout_s: float = 30.0) -> int:
         """Deliver what is queued; return how many records are still undelivered."""
         return int(self.producer.flush(timeout_s))
-
-    def _encode_record(
-        self,
-        series: Series,
-        value: float | None,
-        text: str | None,
-        quality: str,
-        source_ms: int,
-        ingest_ms: int,
-        seq: int,
-        connector: str,
-    ) -> bytes:
-        encode: Callable[[dict[str, Any]], bytes] = self.encode
-        return encode(_fields(series, value, text, quality, source_ms, ingest_ms, seq, connector))
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
