@@ -1,16 +1,21 @@
-"""Produce and consume Avro records in tests, the way otbridge's connectors and users do."""
+"""Produce and consume Avro records in tests, the way otbridge's connectors and users do:
+Readings through otbridge.codec (the connectors' encoder), other records through the
+registry serializer; everything consumed is decoded by otbridge.codec.wire."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from otbridge.codec.avro import ReadingEncoder
+from otbridge.codec.wire import RegistryLookup, WireDecoder
 from otbridge.kafka import consumer_config, producer_config
-from otbridge.registry import deserializer, registry_client, serializer
+from otbridge.registry import registry_client, serializer
 from otbridge.settings import Settings
 
 
@@ -30,13 +35,20 @@ def reading(asset: str, tag: str, value: float | None, ts: datetime, *, seq: int
 
 def produce(settings: Settings, topic: str, schema: str, records: list[dict[str, Any]],
             *, key: str = "asset", timestamp_field: str | None = "source_ts") -> None:
-    """Avro via the registry; the Kafka timestamp is the record's source time, as connectors do."""
-    ser = serializer(registry_client(settings), schema)
+    """Avro in the registry's wire format (schema subject <topic>-value); the Kafka timestamp is
+    the record's source time, as connectors do."""
+    client = registry_client(settings)
+    encode: Callable[[dict[str, Any]], bytes | None]
+    if schema == "Reading":
+        encode = ReadingEncoder(client, topic)
+    else:
+        ser, context = serializer(client, schema), SerializationContext(topic, MessageField.VALUE)
+        encode = lambda rec: ser(rec, context)  # noqa: E731
+
     producer = Producer(producer_config(settings))
     for rec in records:
         kwargs = {"timestamp": rec[timestamp_field]} if timestamp_field else {}
-        producer.produce(topic, key=str(rec[key]).encode(),
-                         value=ser(rec, SerializationContext(topic, MessageField.VALUE)), **kwargs)
+        producer.produce(topic, key=str(rec[key]).encode(), value=encode(rec), **kwargs)
     assert producer.flush(30) == 0
 
 
@@ -51,10 +63,10 @@ def consume(settings: Settings, topic: str, expected: int, *, timeout_s: float =
             settle_s: float = 0.0) -> list[tuple[bytes | None, dict[str, Any], bytes]]:
     """Read `expected` records (read_committed) from the start of topic; then wait settle_s for
     any extra record (to catch duplicates)."""
-    de = deserializer(registry_client(settings))
+    decoder = WireDecoder(None, RegistryLookup.of(settings.registry))  # as written
     consumer = Consumer(consumer_config(settings, f"test-{topic}-{time.monotonic_ns()}"))
     consumer.subscribe([topic])
-    out = []
+    out: list[tuple[bytes | None, dict[str, Any], bytes]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -66,8 +78,9 @@ def consume(settings: Settings, topic: str, expected: int, *, timeout_s: float =
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            value = de(msg.value(), SerializationContext(topic, MessageField.VALUE))
-            out.append((msg.key(), value, msg.value()))
+            decoded = decoder.decode(msg.value())
+            assert decoded.record is not None, f"{topic}: {decoded.reason}: {decoded.detail}"
+            out.append((msg.key(), decoded.record, msg.value() or b""))
     finally:
         consumer.close()
     return out

@@ -191,13 +191,8 @@ def test_java_and_python_decoders_give_the_same_reasons_details_and_fields(
 ) -> None:
     topic = f"test.codec.{unique}"
     named = cases(live_stack, topic)
-    reg = live_stack.registry
-    user_info = (
-        f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
-        if reg.basic_auth_username and reg.basic_auth_password
-        else None
-    )
-    python = ReadingDecoder(RegistryLookup(reg.url, user_info), max_future_ms=MAX_FUTURE_S * 1000)
+    lookup = RegistryLookup.of(live_stack.registry)
+    python = ReadingDecoder(lookup, max_future_ms=MAX_FUTURE_S * 1000)
     java_started = time.time()
     java = java_rows(live_stack, [raw for _, raw, _ in named])
     took_s = time.time() - java_started

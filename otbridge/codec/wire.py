@@ -26,6 +26,7 @@ import fastavro
 
 from otbridge.codec.avro import millis, now_ms
 from otbridge.registry import schema_json
+from otbridge.settings import RegistrySettings
 
 #: machine-readable dead-letter reasons
 NOT_AVRO = "not_avro"
@@ -58,6 +59,11 @@ class RegistryLookup:
         self.negative_ttl_s = negative_ttl_s
         self._missing: dict[int, float] = {}
 
+    @classmethod
+    def of(cls, registry: RegistrySettings) -> RegistryLookup:
+        """The lookup for otbridge's registry settings (settings.registry)."""
+        return cls(registry.url, registry.client_conf().get("basic.auth.user.info"))
+
     def __call__(self, schema_id: int) -> str | None:
         """The schema text, or None if the registry does not know the id."""
         until = self._missing.get(schema_id)
@@ -78,11 +84,15 @@ class RegistryLookup:
 class WireDecoder:
     """Decode `magic byte 0 | 4-byte schema id | Avro body` into the reader schema's shape,
     resolving the writer schema (the record's schema id, from the registry) against the reader
-    schema as Java's Avro does."""
+    schema as Java's Avro does. Never raises: what cannot be decoded is a Decoded with a
+    reason (NOT_AVRO, UNKNOWN_SCHEMA_ID, REGISTRY_UNAVAILABLE, SCHEMA_MISMATCH)."""
 
-    def __init__(self, reader_schema: dict[str, Any], lookup: Callable[[int], str | None]):
+    def __init__(
+        self, reader_schema: dict[str, Any] | None, lookup: Callable[[int], str | None]
+    ) -> None:
+        """reader_schema None: each record in its writer's own shape."""
         self.reader_json = reader_schema
-        self.reader = fastavro.parse_schema(reader_schema)
+        self.reader = None if reader_schema is None else fastavro.parse_schema(reader_schema)
         self.lookup = lookup
         self._writers: dict[int, Any] = {}
 
@@ -116,7 +126,8 @@ class WireDecoder:
         fastavro wants the names to match: give a top-level writer record the reader's name."""
         reader = self.reader_json
         if (
-            isinstance(writer, dict)
+            reader is not None
+            and isinstance(writer, dict)
             and writer.get("type") == "record"
             and reader.get("type") == "record"
         ):
