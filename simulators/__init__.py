@@ -1,6 +1,9 @@
-"""Plant simulators: one seeded behaviour model per machine, served over Modbus TCP and OPC UA.
+"""Plant simulators: one seeded behaviour model per machine, served by one server per protocol.
 
-`modbus_server.main` and `opcua_server.main` are runnable servers; `ModbusSimulator` and
-`OpcUaSimulator` start them in-process; `PlantRuntime` (with a `ManualClock`) is the model
-without any sockets. See simulators/README.md.
+`core/` is the plant apart from any protocol: the plant file (`plant`), the behaviour model
+(`model`), scenarios and faults, the `PlantRuntime` (with a `ManualClock`, the model without
+any sockets), the control port, and the server lifecycle every protocol shares (`common`).
+Each protocol is a folder (`modbus/`, `opcua/`) whose `__init__` declares its command-line
+options and whose `server.py` is runnable (`python -m simulators.modbus.server`) and holds the
+in-process server (`ModbusSimulator`, `OpcUaSimulator`). See simulators/README.md.
 """

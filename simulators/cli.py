@@ -1,48 +1,34 @@
-"""`otbridge sim modbus|opcua`: the plant simulators as subcommands of the main CLI."""
+"""`otbridge sim <protocol>`: the plant simulators as subcommands of the main CLI, one per
+protocol folder (simulators/<protocol>/, see core.protocols)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
-from simulators.core.common import add_modbus_arguments, add_opcua_arguments
+from otbridge.errors import MissingExtraError
+from simulators.core.protocols import SimulatorPackage, protocols
 
 
-def _modbus(args: argparse.Namespace, settings: Any) -> int:
+def _run(package: SimulatorPackage, args: argparse.Namespace, settings: Any) -> int:
     try:
-        from simulators.modbus import server as modbus_server
+        return package.run(args, settings)
     except ModuleNotFoundError as exc:
-        if exc.name != "pymodbus":
+        if package.EXTRA is None or exc.name != package.EXTRA[0]:
             raise
-        from otbridge.errors import MissingExtraError
-
-        raise MissingExtraError("pymodbus", "modbus") from None
-    return modbus_server.run(args)
-
-
-def _opcua(args: argparse.Namespace, settings: Any) -> int:
-    try:
-        from simulators.opcua import server as opcua_server
-    except ModuleNotFoundError as exc:
-        if exc.name != "asyncua":
-            raise
-        from otbridge.errors import MissingExtraError
-
-        raise MissingExtraError("asyncua", "opcua") from None
-    if args.cert_dir is None and settings is not None:
-        args.cert_dir = settings.stack.state_dir / "sim-pki"
-    return opcua_server.run(args)
+        raise MissingExtraError(*package.EXTRA) from None
 
 
 def register(sub: Any) -> None:
-    """Add `sim` with `modbus` and `opcua` to the main CLI's subparsers."""
-    sim = sub.add_parser("sim", help="plant simulators (Modbus TCP, OPC UA) for demos and tests")
-    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SERVER")
-    modbus = sim_sub.add_parser(
-        "modbus", help="Modbus TCP simulator (serves until Ctrl-C / SIGTERM)"
+    """Add `sim` with a subcommand per protocol to the main CLI's subparsers."""
+    packages = protocols()
+    sim = sub.add_parser(
+        "sim",
+        help=f"plant simulators ({', '.join(p.NAME for p in packages)}) for demos and tests",
     )
-    add_modbus_arguments(modbus)
-    modbus.set_defaults(handler=_modbus)
-    opcua = sim_sub.add_parser("opcua", help="OPC UA simulator (serves until Ctrl-C / SIGTERM)")
-    add_opcua_arguments(opcua)
-    opcua.set_defaults(handler=_opcua)
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SERVER")
+    for package in packages:
+        parser = sim_sub.add_parser(package.NAME, help=package.HELP)
+        package.add_arguments(parser)
+        parser.set_defaults(handler=functools.partial(_run, package))

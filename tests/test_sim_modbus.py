@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from otbridge import PROJECT_ROOT
+from otbridge.net import free_port
 from simulators.core.control import ControlServer
 from simulators.core.faults import Fault
 from simulators.core.plant import Plant, load_plant
@@ -87,12 +87,6 @@ SCENARIO = {
 
 def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

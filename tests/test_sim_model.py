@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import struct
 from datetime import UTC
@@ -74,6 +75,22 @@ def test_same_seed_same_values_in_any_order_and_another_seed_differs(plant):
     assert forward.state_changes(10000) == MachineModel(
         spec, plant.failure_modes, seed=42
     ).state_changes(10000)
+
+
+def test_phase_at_finds_the_same_phase_as_the_whole_history_in_any_order(plant):
+    model = MachineModel(plant.machines["press01"], plant.failure_modes, seed=11)
+    starts = [ph.start_s for ph in model.phases_until(6 * 3600)]
+    rng = random.Random(5)
+    times = [*starts[:200], *(rng.uniform(0, 6 * 3600) for _ in range(300))]
+    times += [t + d for t in starts[:50] for d in (-1e-6, 1e-6)]
+    for order in (sorted(times), sorted(times, reverse=True), times):  # forward, back, jumps
+        for t in order:
+            if t >= 0:
+                assert model.phase_at(t) == model.phases_until(t)[-1], t
+    cp = ChargePointModel(plant.charge_points["cp01"], seed=11)
+    for t in sorted(rng.uniform(0, 6 * 3600) for _ in range(300)):
+        ph = cp.phase_at(t)
+        assert ph.start_s <= t < ph.end_s
 
 
 def test_counters_and_meters_are_monotonic_and_count_only_while_running(plant):

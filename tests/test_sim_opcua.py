@@ -27,6 +27,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from otbridge import PROJECT_ROOT
+from otbridge.net import free_port
 
 ROBOT01 = {
     "state": 1,
@@ -57,12 +58,6 @@ UAREAD = str(Path(sys.executable).parent / "uaread")
 
 def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""What both simulator servers share: command-line options, building the runtime, serving
-until SIGINT/SIGTERM."""
+"""What every simulator server shares, written once: the common command-line options,
+building the runtime, and the server lifecycle (start, print where it listens, serve the
+control port too when asked, stop on SIGINT/SIGTERM)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,30 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
-from simulators.core.plant import PLANT_FILE, PlantError, load_plant
+from otbridge.errors import OtbridgeError
+from simulators.core.plant import PLANT_FILE, load_plant
+from simulators.core.protocols import SimulatorPackage
 from simulators.core.runtime import PlantRuntime, WallClock
 from simulators.core.scenario import load_scenario
 
+if TYPE_CHECKING:
+    from otbridge.settings import Settings
+
 LOOPBACK = "127.0.0.1"
-MODBUS_PORT = 5020
-OPCUA_PORT = 4840
-MAP_FILE = Path(__file__).parent.parent / "modbus" / "map.yaml"
-DEFAULT_CERT_DIR = Path(".otbridge") / "sim-pki"
-PASSWORD_ENV = "OTBRIDGE_SIM_OPCUA_PASSWORD"
-NAMESPACE_URI = "urn:otbridge:plant"
+
+Serve = Callable[[argparse.Namespace, "Settings | None"], int]
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
+    """The options every simulator has (each protocol adds its own after these)."""
     parser.add_argument("--host", default=LOOPBACK, help="address to bind [%(default)s]")
     parser.add_argument(
         "--port",
@@ -66,99 +71,93 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_port: int) 
     )
 
 
-def add_modbus_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the Modbus simulator (no pymodbus import, so the main CLI stays light)."""
-    add_common_arguments(parser, default_port=MODBUS_PORT)
-    parser.add_argument(
-        "--map", type=Path, default=MAP_FILE, help="register map file [simulators/modbus/map.yaml]"
-    )
-
-
-def add_opcua_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the OPC UA simulator (no asyncua import)."""
-    add_common_arguments(parser, default_port=OPCUA_PORT)
-    parser.add_argument(
-        "--secure",
-        action="store_true",
-        help="offer only Basic256Sha256 SignAndEncrypt (self-signed certificate in --cert-dir)",
-    )
-    parser.add_argument("--user", default=None, help="require this user name (no anonymous login)")
-    parser.add_argument(
-        "--password",
-        default=os.environ.get(PASSWORD_ENV),
-        help=f"the user's password [${PASSWORD_ENV}]",
-    )
-    parser.add_argument(
-        "--cert-dir",
-        type=Path,
-        default=None,
-        help=f"where the server certificate and key are kept [{DEFAULT_CERT_DIR}]",
-    )
-    parser.add_argument(
-        "--namespace-uri", default=NAMESPACE_URI, help="namespace of the plant nodes [%(default)s]"
-    )
-    parser.add_argument(
-        "--update-interval-s", type=float, default=0.5, help="value refresh period [%(default)s]"
-    )
-
-
 def build_runtime(args: argparse.Namespace) -> PlantRuntime:
+    """The plant, scenario and clock the common options name."""
     plant = load_plant(args.plant)
     scenario = load_scenario(args.scenario, plant) if args.scenario else None
     return PlantRuntime(plant, seed=args.seed, scenario=scenario, clock=WallClock(speed=args.speed))
 
 
-def serve_until_signal(
-    start: Callable[[], Awaitable[object]],
-    stop: Callable[[], Awaitable[object]],
-    *,
-    log_level: str = "INFO",
-) -> int:
-    """Run start(), wait for SIGINT or SIGTERM, run stop(); 0 on a clean stop, 2 on bad input."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
+class Simulator(ABC):
+    """A protocol server of a PlantRuntime: start/stop, or `async with`."""
 
-    async def _main() -> None:
+    runtime: PlantRuntime
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def listening(self) -> str:
+        """What it prints once it listens (tests wait for this line), e.g.
+        `modbus simulator listening on 127.0.0.1:5020`."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def serve_simulator(sim: Simulator, args: argparse.Namespace) -> int:
+    """Serve `sim` (and the fault/pin control port when asked) until SIGINT or SIGTERM; 0."""
+    from simulators.core.control import ControlServer
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("asyncua").setLevel(
+        max(logging.WARNING, logging.getLevelName(args.log_level))
+    )
+    control = (
+        ControlServer(sim.runtime, port=args.control_port)
+        if args.control_port is not None
+        else None
+    )
+
+    async def serve() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         try:
-            await start()
+            await sim.start()
+            print(sim.listening, flush=True)
+            if control is not None:
+                await control.start()
+                print(f"control on {control.url}", flush=True)
             await stopping.wait()
         finally:
             with contextlib.suppress(Exception):
-                await stop()
+                if control is not None:
+                    await control.stop()
+            with contextlib.suppress(Exception):
+                await sim.stop()
 
-    try:
-        asyncio.run(_main())
-    except PlantError as exc:
-        logging.getLogger("simulators").error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
     return 0
 
 
-def serve_simulator(sim: Any, runtime: PlantRuntime, args: argparse.Namespace,
-                    banner: Callable[[], str]) -> int:
-    """Serve `sim` (and the fault/pin control port when asked) until SIGINT/SIGTERM."""
-    from simulators.core.control import ControlServer
-
-    control = (
-        ControlServer(runtime, port=args.control_port) if args.control_port is not None else None
+def main(package: SimulatorPackage, serve: Serve, argv: Sequence[str] | None = None) -> int:
+    """`python -m simulators.<name>.server`: the package's options, then `serve`; a mistake
+    in a file or an option is one line on stderr and exit 2."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m simulators.{package.NAME}.server", description=package.HELP
     )
-
-    async def start() -> None:
-        await sim.start()
-        print(banner(), flush=True)
-        if control is not None:
-            await control.start()
-            print(f"control on {control.url}", flush=True)
-
-    async def stop() -> None:
-        if control is not None:
-            await control.stop()
-        await sim.stop()
-
-    return serve_until_signal(start, stop, log_level=args.log_level)
+    package.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return serve(args, None)
+    except OtbridgeError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -96,7 +96,7 @@ class ControlServer:
                     log.info("control: run-time fault cleared on %s", machine or "every machine")
                     return 200, {"ok": True}
                 if method == "PUT" and machine:
-                    fault = Fault.from_dict(data)
+                    fault = Fault.from_dict(data, source=f"PUT {path}")
                     rt.set_fault(machine, fault)
                     log.info("control: fault on %s: %s", machine, fault.to_dict() or "healthy")
                     return 200, {"ok": True, "fault": fault.to_dict()}

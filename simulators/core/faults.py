@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
-from simulators.core.plant import PlantError
+from pydantic import Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
+
+from simulators.core.plant import FileModel, file_error
 
 #: OPC UA status codes a `bad_status` fault may name.
-BAD_STATUS_CODES = (
+BadStatus = Literal[
     "BadSensorFailure",
     "BadCommunicationError",
     "BadDeviceFailure",
     "BadOutOfService",
     "BadNoCommunication",
     "BadWaitingForInitialData",
-)
+]
+BAD_STATUS_CODES: tuple[str, ...] = get_args(BadStatus)
 
 
-@dataclass(frozen=True)
-class Fault:
+class Fault(FileModel):
     """What is wrong with one machine's device (all fields off: healthy).
 
     Modbus: no_response (the unit never answers), delay_s (answers late), drop_connection
@@ -32,68 +33,51 @@ class Fault:
     of tags). `tags` limits bad_status to those tags (default: all of the machine's).
     """
 
-    no_response: bool = False
-    delay_s: float = 0.0
-    drop_connection: bool = False
-    exception_code: int | None = None
-    swap_words: bool = False
-    stuck: bool | tuple[str, ...] = False
-    bad_status: str | None = None
+    no_response: StrictBool = False
+    delay_s: float = Field(0.0, ge=0)
+    drop_connection: StrictBool = False
+    exception_code: StrictInt | None = Field(None, ge=1, le=255)
+    swap_words: StrictBool = False
+    stuck: StrictBool | tuple[str, ...] = False
+    bad_status: BadStatus | None = None
     tags: tuple[str, ...] | None = None
 
+    @model_validator(mode="before")
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> Fault:
+    def _known_fields(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            unknown = set(raw) - set(cls.model_fields)
+            if unknown:
+                raise ValueError(
+                    f"unknown fault field(s) {', '.join(sorted(map(str, unknown)))}; "
+                    f"valid: {', '.join(sorted(cls.model_fields))}"
+                )
+        return raw
+
+    @field_validator("bad_status", mode="before")
+    @classmethod
+    def _a_bad_status(cls, value: Any) -> Any:
+        if value is not None and value not in BAD_STATUS_CODES:
+            raise ValueError(f"bad_status {value!r} is not one of {', '.join(BAD_STATUS_CODES)}")
+        return value
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None, *, source: str = "request") -> Fault:
+        """A fault from JSON/YAML (None: healthy); PlantError naming the field if invalid."""
         if raw is None:
-            return cls()
-        if not isinstance(raw, dict):
-            raise PlantError(f"a fault must be a mapping, got {raw!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise PlantError(
-                f"unknown fault field(s) {', '.join(sorted(unknown))}; "
-                f"valid: {', '.join(sorted(known))}"
-            )
-        stuck = raw.get("stuck", False)
-        if isinstance(stuck, list):
-            stuck = tuple(str(t) for t in stuck)
-        elif not isinstance(stuck, bool):
-            raise PlantError(f"fault.stuck must be true/false or a list of tags, got {stuck!r}")
-        bad = raw.get("bad_status")
-        if bad is not None and bad not in BAD_STATUS_CODES:
-            raise PlantError(
-                f"fault.bad_status {bad!r} is not one of {', '.join(BAD_STATUS_CODES)}"
-            )
-        exc = raw.get("exception_code")
-        if exc is not None and (not isinstance(exc, int) or not 1 <= exc <= 255):
-            raise PlantError(f"fault.exception_code must be 1..255, got {exc!r}")
-        delay = float(raw.get("delay_s", 0.0))
-        if delay < 0:
-            raise PlantError(f"fault.delay_s must be >= 0, got {delay}")
-        tags = raw.get("tags")
-        return cls(
-            no_response=bool(raw.get("no_response", False)),
-            delay_s=delay,
-            drop_connection=bool(raw.get("drop_connection", False)),
-            exception_code=exc,
-            swap_words=bool(raw.get("swap_words", False)),
-            stuck=stuck,
-            bad_status=bad,
-            tags=tuple(str(t) for t in tags) if tags is not None else None,
-        )
+            return HEALTHY
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise file_error(exc, source, what="fault in") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that are set (JSON-ready)."""
-        out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
-            default = getattr(Fault, key, None)
-            if value != default:
-                out[key] = list(value) if isinstance(value, tuple) else value
-        return out
+        return self.model_dump(mode="json", exclude_defaults=True)
 
     @property
     def active(self) -> bool:
-        return self != Fault()
+        return self != HEALTHY
 
     def is_stuck(self, tag: str) -> bool:
         return self.stuck is True or (isinstance(self.stuck, tuple) and tag in self.stuck)

@@ -25,6 +25,7 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from simulators.core.plant import (
     ChargePointSpec,
@@ -124,6 +125,33 @@ def _lag_integral(v0: float, target: float, tau_s: float, dt_s: float) -> float:
     return target * dt_s + (v0 - target) * tau_s * (1.0 - math.exp(-dt_s / tau_s))
 
 
+PhaseT = TypeVar("PhaseT")
+
+
+class _Timeline(Generic[PhaseT]):
+    """Phases in time order. `at(t_s)` is the last one starting at or before t_s: the one the
+    previous call found if it still holds (the servers' clock only moves on), else a bisect
+    on the start times; neither copies anything, however long the timeline has grown."""
+
+    def __init__(self) -> None:
+        self._phases: list[PhaseT] = []
+        self._starts: list[float] = []
+        self._hit = 0
+
+    def append(self, phase: PhaseT, start_s: float) -> None:
+        self._phases.append(phase)
+        self._starts.append(start_s)
+
+    def at(self, t_s: float) -> PhaseT:
+        starts, i = self._starts, self._hit
+        if not (starts[i] <= t_s and (i + 1 == len(starts) or t_s < starts[i + 1])):
+            i = self._hit = bisect.bisect_right(starts, t_s) - 1
+        return self._phases[i]
+
+    def until(self, t_s: float) -> list[PhaseT]:
+        return self._phases[: bisect.bisect_right(self._starts, t_s)]
+
+
 @dataclass(frozen=True)
 class Phase:
     """A stretch of constant state and constant targets; values at its start are stored."""
@@ -164,8 +192,7 @@ class MachineModel:
             for tag in ("temperature", "vibration", "spindle_speed", "power")
         }
         p = spec.params
-        self._phases: list[Phase] = []
-        self._starts: list[float] = []
+        self._timeline: _Timeline[Phase] = _Timeline()
         # the machine starts warm and RUNNING at t = 0
         self._next_start_s = 0.0
         self._next_temp_c = p.ambient_c + 0.5 * p.temperature_rise_c
@@ -210,8 +237,7 @@ class MachineModel:
             creep_end_s=creep[1],
             creep_mm_s=creep[2],
         )
-        self._phases.append(phase)
-        self._starts.append(start)
+        self._timeline.append(phase, start)
         # carry the state over to the next phase
         self._next_start_s = end
         self._next_temp_c = _lag(phase.temp0_c, temp_target_c, p.temperature_tau_s, duration_s)
@@ -306,16 +332,21 @@ class MachineModel:
             load_target=0.0,
         )
 
-    def phases_until(self, t_s: float) -> list[Phase]:
-        """Every phase that starts at or before t_s (generated on demand)."""
+    def _generate_until(self, t_s: float) -> None:
         if t_s < 0:
             raise ValueError(f"simulated time must be >= 0, got {t_s}")
         while self._next_start_s <= t_s:
             self._generate_cycle()
-        return self._phases[: bisect.bisect_right(self._starts, t_s)]
+
+    def phases_until(self, t_s: float) -> list[Phase]:
+        """Every phase that starts at or before t_s (a copy: for analysis, not per sample)."""
+        self._generate_until(t_s)
+        return self._timeline.until(t_s)
 
     def phase_at(self, t_s: float) -> Phase:
-        return self.phases_until(t_s)[-1]
+        """The phase in force at t_s (generated on demand)."""
+        self._generate_until(t_s)
+        return self._timeline.at(t_s)
 
     def state_changes(self, until_s: float) -> list[tuple[float, StateCode, int]]:
         """(start_s, state, failure_mode) for each change of state up to until_s."""
@@ -398,8 +429,7 @@ class ChargePointModel:
         self.seed = seed
         self._rng = random.Random(derive_seed(seed, spec.name, "sessions"))
         self._ambient_key = derive_seed(seed, spec.name, "noise", "ambient")
-        self._phases: list[EvPhase] = []
-        self._starts: list[float] = []
+        self._timeline: _Timeline[EvPhase] = _Timeline()
         self._next_start_s = 0.0
         self._session_kwh = 0.0
         self._energy_kwh = 0.0
@@ -418,8 +448,7 @@ class ChargePointModel:
             session_energy0_kwh=self._session_kwh,
             energy0_kwh=self._energy_kwh,
         )
-        self._phases.append(phase)
-        self._starts.append(phase.start_s)
+        self._timeline.append(phase, phase.start_s)
         added = phase.energy_kwh(duration_s)
         self._session_kwh += added
         self._energy_kwh += added
@@ -444,15 +473,13 @@ class ChargePointModel:
             self._append(suspended_s, EvStatus.SUSPENDED_EV)
         self._append(rng.uniform(5.0, 20.0), EvStatus.FINISHING)
 
-    def phases_until(self, t_s: float) -> list[EvPhase]:
+    def phase_at(self, t_s: float) -> EvPhase:
+        """The phase in force at t_s (the sessions are generated on demand)."""
         if t_s < 0:
             raise ValueError(f"simulated time must be >= 0, got {t_s}")
         while self._next_start_s <= t_s:
             self._generate_session()
-        return self._phases[: bisect.bisect_right(self._starts, t_s)]
-
-    def phase_at(self, t_s: float) -> EvPhase:
-        return self.phases_until(t_s)[-1]
+        return self._timeline.at(t_s)
 
     def sample(self, t_s: float) -> dict[str, Value]:
         s = self.spec

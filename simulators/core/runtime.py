@@ -128,7 +128,10 @@ class PlantRuntime:
         """Hold tags of a machine at these values (on top of the model or the scenario)."""
         name = self.plant.resolve(machine)
         types = MACHINE_TAGS if name in self.plant.machines else CHARGE_POINT_TAGS
-        checked = {t: check_value(t, v, types, f"pin {name}") for t, v in values.items()}
+        try:
+            checked = {t: check_value(t, v, types) for t, v in values.items()}
+        except ValueError as exc:
+            raise PlantError(f"pin {name}: {exc}") from None
         self._pins.setdefault(name, {}).update(checked)
 
     def unpin(self, machine: str, tags: list[str] | None = None) -> None:

@@ -15,38 +15,115 @@ A step applies from its `at_s` (seconds of simulated time since the server start
 later step for the same machine changes the same thing. With `base: static`, a tag never set
 is 0 (False for flags, "none" for text) and `state` starts at 2 (IDLE); `running`, `alarm`
 and `failure_mode_name` follow `state` and `failure_mode` unless set themselves.
+The file is checked against the plant (machine names, tags and their types); a mistake is a
+PlantError naming the file and the step's field.
 """
 
 from __future__ import annotations
 
-import bisect
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from connectors.core.config import read_yaml
 from simulators.core.faults import Fault
 from simulators.core.model import CHARGE_POINT_TAGS, MACHINE_TAGS, Value
-from simulators.core.plant import Plant, PlantError, StateCode
+from simulators.core.plant import FileModel, Plant, StateCode, file_error
 
 ALL = "*"
 
 
-@dataclass(frozen=True)
-class Step:
-    at_s: float
-    machine: str  # a machine name or "*"
-    set: dict[str, Value] = field(default_factory=dict)
+def check_value(tag: str, value: Any, types: dict[str, type]) -> Value:
+    """`value` as the type of `tag` (ValueError naming the tag and what would be valid)."""
+    if tag not in types:
+        raise ValueError(f"unknown tag {tag!r}; valid: {', '.join(types)}")
+    want = types[tag]
+    if want is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{tag} must be true or false, got {value!r}")
+        return value
+    if want is str:
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{tag} must be a number, got {value!r}")
+    if want is int:
+        if value != int(value):
+            raise ValueError(f"{tag} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _plant(info: ValidationInfo) -> Plant:
+    plant = (info.context or {}).get("plant")
+    if not isinstance(plant, Plant):
+        raise TypeError("a scenario is checked against a plant: parse_scenario(raw, plant)")
+    return plant
+
+
+class Step(FileModel):
+    at_s: float = Field(0.0, ge=0)
+    machine: str  # a machine name or asset path, or "*" (every machine); kept as the name
+    set: dict[str, Value] = Field(default_factory=dict)
     unset: tuple[str, ...] = ()
-    fault: Fault | None = None  # None: the step says nothing about faults
-    sets_fault: bool = False  # the step has a `fault:` key (null means healthy)
+    fault: Fault | None = None  # None: healthy, or (no `fault:` key) nothing said about faults
+    clear_fault: bool = False  # the same as `fault: null`
+
+    @field_validator("machine")
+    @classmethod
+    def _a_machine(cls, value: str, info: ValidationInfo) -> str:
+        if value == ALL:
+            return value
+        plant = _plant(info)
+        name = plant.lookup(value)
+        if name is None:
+            raise ValueError(plant.unknown(value))
+        return name
+
+    @field_validator("set", mode="before")
+    @classmethod
+    def _typed_values(cls, raw: Any, info: ValidationInfo) -> Any:
+        if not raw:
+            return {}
+        machine = info.data.get("machine")
+        if not isinstance(raw, dict) or machine is None:
+            return raw  # not a mapping, or the machine is wrong already: reported as such
+        if machine == ALL:
+            raise ValueError("`set` needs one machine, not '*'")
+        types = MACHINE_TAGS if machine in _plant(info).machines else CHARGE_POINT_TAGS
+        values = {str(tag): check_value(str(tag), v, types) for tag, v in raw.items()}
+        if "state" in values and int(values["state"]) not in {c.value for c in StateCode}:
+            raise ValueError(
+                f"state {values['state']} is not a state code "
+                f"({', '.join(f'{c.value} {c.name}' for c in StateCode)})"
+            )
+        return values
+
+    @field_validator("unset", mode="before")
+    @classmethod
+    def _none_is_empty(cls, raw: Any) -> Any:
+        return () if raw is None else raw
+
+    @field_validator("fault")
+    @classmethod
+    def _healthy_is_none(cls, fault: Fault | None) -> Fault | None:
+        return fault if fault is not None and fault.active else None
+
+    @property
+    def sets_fault(self) -> bool:
+        """The step says something about faults (`fault:`, even null, or `clear_fault`)."""
+        return "fault" in self.model_fields_set or self.clear_fault
 
 
-@dataclass(frozen=True)
-class Scenario:
-    base: Literal["static", "model"]
+class Scenario(FileModel):
+    base: Literal["static", "model"] = "static"
     steps: tuple[Step, ...]
+
+    @field_validator("steps")
+    @classmethod
+    def _in_time_order(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        # stable: steps at the same time keep their file order
+        return tuple(sorted(steps, key=lambda st: st.at_s))
 
     def pinned(self, machine: str, t_s: float) -> dict[str, Value]:
         """The scripted values for a machine in force at t_s."""
@@ -72,87 +149,14 @@ class Scenario:
                 since = step.at_s
         return current, since
 
-    def change_times(self) -> list[float]:
-        return sorted({s.at_s for s in self.steps})
-
-    def next_change_after(self, t_s: float) -> float | None:
-        times = self.change_times()
-        i = bisect.bisect_right(times, t_s)
-        return times[i] if i < len(times) else None
-
-
-def check_value(tag: str, value: Any, types: dict[str, type], where: str) -> Value:
-    if tag not in types:
-        raise PlantError(f"{where}: unknown tag {tag!r}; valid: {', '.join(types)}")
-    want = types[tag]
-    if want is bool:
-        if not isinstance(value, bool):
-            raise PlantError(f"{where}: {tag} must be true or false, got {value!r}")
-        return value
-    if want is str:
-        return str(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PlantError(f"{where}: {tag} must be a number, got {value!r}")
-    if want is int:
-        if value != int(value):
-            raise PlantError(f"{where}: {tag} must be a whole number, got {value!r}")
-        return int(value)
-    return float(value)
-
 
 def parse_scenario(raw: Any, plant: Plant, *, source: str = "scenario") -> Scenario:
-    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
-        raise PlantError(f"{source}: expected a mapping with a list under `steps`")
-    base = raw.get("base", "static")
-    if base not in ("static", "model"):
-        raise PlantError(f"{source}: base {base!r} is not one of static, model")
-    steps: list[Step] = []
-    for i, s in enumerate(raw["steps"]):
-        where = f"{source}: steps[{i}]"
-        if not isinstance(s, dict):
-            raise PlantError(f"{where}: expected a mapping, got {s!r}")
-        unknown = set(s) - {"at_s", "machine", "set", "unset", "fault", "clear_fault"}
-        if unknown:
-            raise PlantError(
-                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                "valid: at_s, machine, set, unset, fault, clear_fault"
-            )
-        at_s = float(s.get("at_s", 0.0))
-        if at_s < 0:
-            raise PlantError(f"{where}: at_s must be >= 0, got {at_s}")
-        machine = str(s.get("machine", ""))
-        if machine != ALL:
-            machine = plant.resolve(machine)
-        values: dict[str, Value] = {}
-        if s.get("set"):
-            if machine == ALL:
-                raise PlantError(f"{where}: `set` needs one machine, not '*'")
-            types = MACHINE_TAGS if machine in plant.machines else CHARGE_POINT_TAGS
-            values = {
-                str(tag): check_value(str(tag), v, types, where) for tag, v in s["set"].items()
-            }
-            if "state" in values and int(values["state"]) not in {c.value for c in StateCode}:
-                raise PlantError(
-                    f"{where}: state {values['state']} is not a state code "
-                    f"({', '.join(f'{c.value} {c.name}' for c in StateCode)})"
-                )
-        sets_fault = "fault" in s or bool(s.get("clear_fault"))
-        fault = Fault.from_dict(s.get("fault")) if "fault" in s else None
-        steps.append(
-            Step(
-                at_s=at_s,
-                machine=machine,
-                set=values,
-                unset=tuple(str(t) for t in s.get("unset", []) or []),
-                fault=fault if fault is None or fault.active else None,
-                sets_fault=sets_fault,
-            )
-        )
-    # stable: steps at the same time keep their file order
-    steps.sort(key=lambda st: st.at_s)
-    return Scenario(base=base, steps=tuple(steps))
+    """A scenario from parsed YAML, checked against the plant (PlantError if it is wrong)."""
+    try:
+        return Scenario.model_validate(raw, context={"plant": plant})
+    except ValidationError as exc:
+        raise file_error(exc, source, what="scenario") from None
 
 
 def load_scenario(path: str | Path, plant: Plant) -> Scenario:
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return parse_scenario(raw, plant, source=str(path))
+    return parse_scenario(read_yaml(Path(path)), plant, source=str(path))

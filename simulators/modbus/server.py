@@ -4,7 +4,7 @@
     python -m simulators.modbus.server --scenario my.yaml --control-port 5021
 
 Every read is answered from the machine's model (or scenario) at that moment, encoded exactly
-as `modbus_map.yaml` says; faults in force change how the unit answers (see faults.Fault).
+as `map.yaml` says; faults in force change how the unit answers (see core.faults.Fault).
 In-process (tests): `async with ModbusSimulator(runtime, modbus_map, port=0) as sim: sim.port`.
 """
 
@@ -16,8 +16,7 @@ import functools
 import logging
 import sys
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse
@@ -25,13 +24,18 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulators.core.common import add_modbus_arguments, build_runtime, serve_simulator
+from simulators import modbus as package
+from simulators.core import common
+from simulators.core.common import Simulator, build_runtime, serve_simulator
 from simulators.core.runtime import PlantRuntime
+from simulators.modbus import DEFAULT_PORT
 from simulators.modbus.map import ModbusMap, RegisterEntry, UnitMap, encode, load_map
+
+if TYPE_CHECKING:
+    from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 5020  # also in simulators.core.common
 _KIND_OF_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 4: "input"}
 _KIND_OF_FC.update({fc: "holding" for fc in (3, 6, 16, 22, 23)})
 _READS = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
@@ -105,7 +109,7 @@ def _block(entries: list[RegisterEntry], *, bits: bool) -> list[SimData]:
     ]
 
 
-class ModbusSimulator:
+class ModbusSimulator(Simulator):
     """The Modbus TCP server of a PlantRuntime, serving `modbus_map` (start/stop or async with)."""
 
     def __init__(
@@ -187,39 +191,22 @@ class ModbusSimulator:
             await self._server.shutdown()
             self._server = None
 
-    async def __aenter__(self) -> ModbusSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    @property
+    def listening(self) -> str:
+        return f"modbus simulator listening on {self.host}:{self.port}"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_modbus_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; 0 then."""
+def serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Serve the options' plant and map until SIGINT/SIGTERM; 0 then."""
     runtime = build_runtime(args)
     modbus_map = load_map(args.map, runtime.plant)
-    sim = ModbusSimulator(runtime, modbus_map, host=args.host, port=args.port)
     return serve_simulator(
-        sim, runtime, args, lambda: f"modbus simulator listening on {sim.host}:{sim.port}"
+        ModbusSimulator(runtime, modbus_map, host=args.host, port=args.port), args
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulators.modbus.server", description="Modbus TCP plant simulator"
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return common.main(package, serve, argv)
 
 
 if __name__ == "__main__":

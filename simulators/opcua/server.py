@@ -27,28 +27,27 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from simulators.core.common import (
-    DEFAULT_CERT_DIR,
-    PASSWORD_ENV,
-    add_opcua_arguments,
-    build_runtime,
-    serve_simulator,
-)
+from otbridge.errors import ConfigError
+from otbridge.net import free_port
+from simulators import opcua as package
+from simulators.core import common
+from simulators.core.common import Simulator, build_runtime, serve_simulator
 from simulators.core.model import CHARGE_POINT_TAGS, MACHINE_TAGS, TAG_UNITS, Value
 from simulators.core.runtime import PlantRuntime
+from simulators.opcua import DEFAULT_CERT_DIR, DEFAULT_PORT, NAMESPACE_URI, PASSWORD_ENV
+
+if TYPE_CHECKING:
+    from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 4840  # also in simulators.core.common
-NAMESPACE_URI = "urn:otbridge:plant"
 APPLICATION_URI = "urn:otbridge:simulator:opcua"
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
@@ -145,13 +144,7 @@ class _PasswordUserManager:
         return User(role=UserRole.User, name=username) if ok_user and ok_password else None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class OpcUaSimulator:
+class OpcUaSimulator(Simulator):
     """The OPC UA server of a PlantRuntime (start/stop or async with)."""
 
     def __init__(
@@ -362,28 +355,19 @@ class OpcUaSimulator:
             await self._server.stop()
             self._server = None
 
-    async def __aenter__(self) -> OpcUaSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    @property
+    def listening(self) -> str:
+        return f"opcua simulator listening on {self.endpoint}"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_opcua_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; 0 then."""
+def serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Serve the options' plant until SIGINT/SIGTERM; 0 then. The certificates go to
+    --cert-dir, else the state folder's sim-pki (otbridge sim), else .otbridge/sim-pki."""
     if args.user is not None and not args.password:
-        print(f"--user needs --password (or ${PASSWORD_ENV})", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--user needs --password (or ${PASSWORD_ENV})")
+    cert_dir = args.cert_dir
+    if cert_dir is None:
+        cert_dir = settings.stack.state_dir / "sim-pki" if settings else DEFAULT_CERT_DIR
     runtime = build_runtime(args)
     sim = OpcUaSimulator(
         runtime,
@@ -393,20 +377,14 @@ def run(args: argparse.Namespace) -> int:
         secure=args.secure,
         user=args.user,
         password=args.password if args.user is not None else None,
-        cert_dir=args.cert_dir or DEFAULT_CERT_DIR,
+        cert_dir=cert_dir,
         update_interval_s=args.update_interval_s,
     )
-    return serve_simulator(
-        sim, runtime, args, lambda: f"opcua simulator listening on {sim.endpoint}"
-    )
+    return serve_simulator(sim, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulators.opcua.server", description="OPC UA plant simulator"
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return common.main(package, serve, argv)
 
 
 if __name__ == "__main__":
