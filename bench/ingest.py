@@ -24,14 +24,16 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from confluent_kafka import Consumer, KafkaException
 
 import connectors
@@ -319,6 +321,29 @@ def connector_cmd(kind: str, config_path: Path, duration_s: float) -> list[str]:
     """`otbridge connect KIND`, logging at INFO: its last line has the counters."""
     return procs.otbridge_cli("connect", kind, "--config", str(config_path),
                               "--duration", str(duration_s), "--log-level", "INFO")
+
+
+def run_against_server(settings: Settings, kind: str, server: Sequence[str], port: int,
+                       config: Callable[[str], dict[str, object]], duration_s: float,
+                       workdir: Path) -> ConnectorRun:  # fmt: skip
+    """One `kind` connector process against a load server (the command `server`, ready when it
+    listens on `port`, stopped afterwards) into a fresh topic; `config(topic)` is the
+    connector's configuration document (written into `workdir`)."""
+    topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
+    with procs.serving(f"the {kind} load server", server, port):
+        path = workdir / f"{kind}.yaml"
+        path.write_text(yaml.safe_dump(config(topic)))
+        return run_connector_process(settings, connector_cmd(kind, path, duration_s), topic,
+                                     duration_s)
+
+
+def report_exit(run: ConnectorRun) -> int:
+    """For a load script's main: the connector's warnings and errors; its exit code."""
+    for line in run.log_tail:
+        print(f"connector: {line}", file=sys.stderr)
+    if run.exit_code != 0:
+        print(f"connector exited {run.exit_code}", file=sys.stderr)
+    return run.exit_code
 
 
 # --- the connector stage ------------------------------------------------------------------

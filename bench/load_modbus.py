@@ -15,14 +15,11 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from bench.ingest import ConnectorRun, connector_cmd, run_connector_process
-from bench.procs import python_module, serving
+from bench.ingest import ConnectorRun, report_exit, run_against_server
+from bench.procs import python_module
 from otbridge.net import free_port
 from otbridge.settings import Settings, load_settings
 
@@ -84,16 +81,13 @@ def run_bench(
     fresh topic; the figures (sustained readings/s, CPU) are measured by
     bench.ingest.run_connector_process."""
     port = free_port()
-    topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
     server = python_module("bench.load_modbus", "--serve", str(port), "--devices", str(devices),
                            "--registers", str(registers))
-    with serving("the Modbus load server", server, port), \
-            tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.yaml"
-        path.write_text(yaml.safe_dump(config(port, topic, devices, registers, poll_interval_s)))
-        run = run_connector_process(
-            settings, connector_cmd("modbus", path, duration_s), topic, duration_s
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_against_server(
+            settings, "modbus", server, port,
+            lambda topic: config(port, topic, devices, registers, poll_interval_s),
+            duration_s, Path(tmp))
     run.settings = {
         "devices": devices,
         "registers_per_device": registers,
@@ -122,10 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_s=args.duration,
         poll_interval_s=args.poll_interval_s,
     )
-    for line in run.log_tail:
-        print(f"connector: {line}", file=sys.stderr)
-    if run.exit_code != 0:
-        print(f"connector exited {run.exit_code}", file=sys.stderr)
+    if report_exit(run):
         return run.exit_code
     print(
         f"{run.readings} readings in Kafka from {args.devices} devices x {args.registers} "

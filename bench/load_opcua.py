@@ -20,14 +20,11 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from bench.ingest import ConnectorRun, connector_cmd, run_connector_process
-from bench.procs import python_module, serving
+from bench.ingest import ConnectorRun, report_exit, run_against_server
+from bench.procs import python_module
 from otbridge.net import free_port
 from otbridge.settings import Settings, load_settings
 
@@ -152,21 +149,16 @@ def run_bench(
     connection watchdog (a read every second, one second to answer) then times out and it
     reconnects, and the figure measures that collapse, not the connector."""
     port = free_port()
-    topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "offered"
         server = python_module("bench.load_opcua", "--serve", str(port), "--variables",
                                str(variables), "--interval-s", str(interval_s),
                                "--report", str(report))
-        # building the address space takes a while: ready when it listens
-        with serving("the OPC UA load server", server, port):
-            path = Path(tmp) / "bench.yaml"
-            doc = config(port, topic, variables, publishing_interval_s, sampling_interval_s,
-                         queue_size)  # fmt: skip
-            path.write_text(yaml.safe_dump(doc))
-            run = run_connector_process(
-                settings, connector_cmd("opcua", path, duration_s), topic, duration_s
-            )
+        run = run_against_server(
+            settings, "opcua", server, port,
+            lambda topic: config(port, topic, variables, publishing_interval_s,
+                                 sampling_interval_s, queue_size),
+            duration_s, Path(tmp))
         offered = report.read_text().strip() if report.is_file() else ""
     run.offered = float(offered) if offered else None
     run.settings = {
@@ -203,10 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         queue_size=args.queue_size,
         duration_s=args.duration,
     )
-    for line in run.log_tail:
-        print(f"connector: {line}", file=sys.stderr)
-    if run.exit_code != 0:
-        print(f"connector exited {run.exit_code}", file=sys.stderr)
+    if report_exit(run):
         return run.exit_code
     offered = f"{run.offered:.0f}/s" if run.offered is not None else "unknown"
     print(
