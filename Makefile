@@ -20,8 +20,8 @@ system-tools:
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[modbus,opcua,ui,dev]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[modbus,opcua,ui,dev]'
 	@touch $@
 
 ## demo: the plant end to end on the local stack
@@ -33,8 +33,8 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check otbridge connectors simulators jobs tests
-	$(BIN)/mypy otbridge
+	$(BIN)/ruff check otbridge connectors simulators jobs bench tests
+	$(BIN)/mypy otbridge connectors simulators jobs bench
 
 ## bench: job throughput on a preloaded backlog (BENCH_ARGS="--quick" for a small run)
 bench: setup

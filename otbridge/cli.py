@@ -24,7 +24,8 @@ COMPONENT_LOGS = {
 
 STACK_HELP = """\
 settings (environment variables; or the same keys in otbridge.yaml / $OTBRIDGE_CONFIG):
-  OTBRIDGE_STACK__STATE_DIR              state folder (data, logs, fetched jars) [.otbridge]
+  OTBRIDGE_STACK__STATE_DIR              state folder (data, logs) [.otbridge in the cwd]
+  OTBRIDGE_STACK__LIB_DIR                fetched jars, may be shared by stacks [STATE_DIR/lib]
   OTBRIDGE_STACK__KAFKA_PORT             Kafka broker port [9092]
   OTBRIDGE_STACK__KAFKA_CONTROLLER_PORT  KRaft controller port [9093]
   OTBRIDGE_STACK__REGISTRY_PORT          Apicurio Registry HTTP port [8080]
@@ -81,9 +82,16 @@ def cmd_stack_logs(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_jobs_submit(args: argparse.Namespace, settings: Settings) -> int:
     from otbridge import jobs
 
+    # NAME's remainder holds everything after it: submit's own options given after NAME are
+    # taken back out of it, the rest goes to the job
+    own = argparse.ArgumentParser(prog="otbridge jobs submit", add_help=False)
+    own.add_argument("--jobmanager", default=args.jobmanager)
+    own.add_argument("--parallelism", type=int, default=args.parallelism)
+    options, job_args = own.parse_known_args(args.job_args)
+    args.jobmanager = options.jobmanager
     job_id = jobs.submit(
-        settings, args.name, jobmanager=args.jobmanager, parallelism=args.parallelism,
-        job_args=args.job_args,
+        settings, args.name, jobmanager=options.jobmanager, parallelism=options.parallelism,
+        job_args=job_args,
     )
     print(f"submitted {args.name}: job id {job_id} "
           f"(web UI: {jobs.rest_url(settings, args.jobmanager)}/#/job/running/{job_id})")
@@ -157,6 +165,15 @@ def _print_status(report: dict[str, dict[str, object]], *, as_json: bool) -> Non
         print(f"{name:<9} {state:<8} {part['address']:<42} pid {pids:<14} {part['detail']}")
 
 
+def one_line(message: str) -> str:
+    """A file's single mistake on one line: "f.yaml: invalid ...:" + "  field: problem" becomes
+    "f.yaml: invalid ...: field: problem" (several mistakes stay one per line)."""
+    head, *rest = message.splitlines() or [""]
+    if len(rest) == 1 and head.endswith(":") and rest[0].startswith("  "):
+        return f"{head} {rest[0].strip()}"
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otbridge", description="Open OT/IT bridge: shop floor -> Kafka -> Flink -> IT."
@@ -192,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_sub = jobs_p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     submit = jobs_sub.add_parser(
         "submit", help="submit jobs/NAME to a Flink cluster (the local one by default)",
-        description="Arguments after NAME (and after --) go to the job, e.g. --window-s 300.",
+        description="Arguments after NAME go to the job (e.g. --window-s 300), except "
+        "--jobmanager and --parallelism.",
     )
-    submit.add_argument("name", help="oee, conditions, downsample or smoke")
+    submit.add_argument("name", help="oee, conditions, downsample or smoke (the minimal example)")
     submit.add_argument("--jobmanager", metavar="HOST:PORT", help="REST address of the cluster")
     submit.add_argument("--parallelism", type=int)
     submit.add_argument("job_args", nargs=argparse.REMAINDER)
@@ -257,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Handler = args.handler
         return handler(args, settings)
     except OtbridgeError as exc:
-        print(f"otbridge: error: {exc}", file=sys.stderr)
+        print(f"otbridge: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

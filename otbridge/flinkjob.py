@@ -8,6 +8,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
+from otbridge.errors import ConfigError
 from otbridge.registry import schema_text
 from otbridge.settings import Settings
 
@@ -216,6 +217,8 @@ def topic_overrides(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         role, sep, topic = pair.partition("=")
         if not sep or not topic:
-            raise SystemExit(f"--topic expects ROLE=TOPIC, got {pair!r}")
+            raise ConfigError(
+                f"--topic expects ROLE=TOPIC (e.g. readings=test.readings), got {pair!r}"
+            )
         out[role] = topic
     return out

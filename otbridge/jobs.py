@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -13,12 +14,15 @@ from urllib.parse import urlparse
 
 import httpx
 
-from otbridge import PROJECT_ROOT
+import jobs as jobs_package
 from otbridge.errors import ConfigError, OtbridgeError
 from otbridge.settings import Settings
 from otbridge.stack.components import Flink
 
-JOBS_DIR = PROJECT_ROOT / "jobs"
+#: the installed jobs package (one folder per job); shipped to the cluster with `-pyfs`
+JOBS_DIR = Path(jobs_package.__file__).resolve().parent
+#: an OtbridgeError a job raised while the Flink client built it, as the client prints it
+JOB_ERROR = re.compile(r"^otbridge\.errors\.\w+: (?P<message>.+)$", re.M)
 TERMINAL = {"FINISHED", "FAILED", "CANCELED"}
 
 
@@ -50,6 +54,7 @@ def submit(
     any other cluster they are shipped with the job (pipeline.jars).
     """
     job_path(name)  # validates the name
+    job_args = client_args(name, job_args)
     rest = urlparse(settings.flink.rest_url)
     target = jobmanager or f"{rest.hostname}:{rest.port or 8081}"
     flink = Flink(settings)
@@ -59,7 +64,7 @@ def submit(
         "--jobmanager", target,
         "-pyclientexec", sys.executable,
         "-pyexec", sys.executable,
-        "-pyfs", str(PROJECT_ROOT / "jobs"),
+        "-pyfs", str(JOBS_DIR),
         "-pym", f"jobs.{name}.job",
     ]
     if parallelism:
@@ -70,14 +75,29 @@ def submit(
         jars = sorted((settings.stack.lib_dir / "flink").glob("*.jar"))
         cmd[3:3] = ["-D", "pipeline.jars=" + ";".join(f"file://{j}" for j in jars)]
     flink.prepare_client()
+    # the client runs in the stack's Flink folder: `python -m` puts its working directory
+    # first on sys.path, where a folder named jobs/ must not shadow the installed package
     result = subprocess.run(
-        [*cmd, *job_args], capture_output=True, text=True, env=flink.env(), cwd=PROJECT_ROOT
+        [*cmd, *job_args], capture_output=True, text=True, env=flink.env(), cwd=flink.home
     )
-    match = re.search(r"JobID ([0-9a-f]{32})", result.stdout + result.stderr)
+    output = result.stdout + result.stderr
+    match = re.search(r"JobID ([0-9a-f]{32})", output)
     if result.returncode != 0 or not match:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+        mistake = JOB_ERROR.search(output)
+        if mistake:
+            raise ConfigError(f"job {name!r}: {mistake['message']}")
+        tail = "\n".join(output.splitlines()[-40:])
         raise OtbridgeError(f"submitting job {name!r} to {target} failed:\n{tail}")
     return match.group(1)
+
+
+def client_args(name: str, job_args: Sequence[str]) -> list[str]:
+    """The job's arguments as its Flink client needs them: a job module may check them here,
+    in this process, first (`client_args(args)`: a mistake is reported at once, in one line,
+    and file names are made absolute, since the client runs in another directory)."""
+    module = importlib.import_module(f"jobs.{name}.job")
+    check = getattr(module, "client_args", None)
+    return list(check(job_args)) if check else list(job_args)
 
 
 def rest_url(settings: Settings, jobmanager: str | None = None) -> str:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 
-from otbridge import PROJECT_ROOT
 from otbridge.errors import ConfigError
 from otbridge.settings import Settings
 
-SCHEMA_DIR = PROJECT_ROOT / "schemas"
+#: the top-level schemas/ folder, installed as package data of otbridge (see pyproject.toml)
+SCHEMA_DIR = Path(__file__).with_name("schemas")
 
 
 @cache

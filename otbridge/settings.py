@@ -21,18 +21,26 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from otbridge import PROJECT_ROOT
 from otbridge.errors import ConfigError
 
 LOOPBACK = "127.0.0.1"
+#: the state folder when none is configured: `.otbridge` in the working directory
+DEFAULT_STATE_DIR = Path(".otbridge")
 
 
 class StackSettings(BaseModel):
-    """The local stack that `otbridge stack up` starts (not used against existing clusters)."""
+    """The local stack that `otbridge stack up` starts (not used against existing clusters).
+
+    Relative paths are relative to the working directory the settings were loaded in; they
+    are made absolute then, since the stack's processes run in folders of their own.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    state_dir: Path = PROJECT_ROOT / ".otbridge"
+    state_dir: Path = DEFAULT_STATE_DIR
+    #: the fetched jars (Kafka, Apicurio, Flink connectors, the jobs' UDF); default
+    #: <state_dir>/lib. A second stack (e.g. the tests') may share the first one's.
+    lib_dir: Path = DEFAULT_STATE_DIR / "lib"
     host: str = LOOPBACK
     kafka_port: int = Field(9092, ge=1, le=65535)
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
@@ -44,9 +52,14 @@ class StackSettings(BaseModel):
     flink_taskmanager_slots: int = Field(8, ge=1)
     start_timeout_s: float = Field(180.0, gt=0)
 
-    @property
-    def lib_dir(self) -> Path:
-        return self.state_dir / "lib"
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_paths(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        state = Path(data.get("state_dir") or DEFAULT_STATE_DIR).absolute()
+        lib = Path(data.get("lib_dir") or state / "lib").absolute()
+        return {**data, "state_dir": state, "lib_dir": lib}
 
     @property
     def log_dir(self) -> Path:
@@ -149,7 +162,7 @@ class Settings(BaseSettings):
         env_prefix="OTBRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
-    stack: StackSettings = StackSettings()
+    stack: StackSettings = Field(default_factory=StackSettings)  # paths: the cwd of loading
     kafka: KafkaSettings = KafkaSettings()
     registry: RegistrySettings = RegistrySettings()
     flink: FlinkSettings = FlinkSettings()
@@ -194,10 +207,6 @@ class Settings(BaseSettings):
     @cached_property
     def topics(self) -> Topics:
         return Topics(prefix=self.kafka.topic_prefix)
-
-    def masked(self) -> dict[str, Any]:
-        """Settings as plain data with secrets masked, for printing."""
-        return self.model_dump(mode="json")
 
 
 class Topics:

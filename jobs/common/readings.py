@@ -11,10 +11,11 @@ from pyflink.table import StatementSet, TableEnvironment
 from otbridge.flinkjob import kafka_avro_sink, kafka_raw_source, render_sql
 from otbridge.registry import schema_json
 from otbridge.settings import Settings
-from otbridge.stack.fetch import build_udf, udf_jar
+from otbridge.udf import built_udf_jar
 
 SQL = Path(__file__).with_name("readings.sql")
 VIEW = re.compile(r"\s*CREATE TEMPORARY VIEW (?P<name>\w+) AS\s+(?P<query>.*)", re.S | re.I)
+
 
 def register_decoder(t_env: TableEnvironment, settings: Settings, max_future_s: float) -> None:
     """`decode_reading(raw)`: the Java table function of jobs/udf (the JVM twin of
@@ -23,9 +24,7 @@ def register_decoder(t_env: TableEnvironment, settings: Settings, max_future_s: 
     from pyflink.common import Configuration
     from pyflink.java_gateway import get_gateway
 
-    jar = udf_jar(settings.stack.lib_dir)
-    if not jar.is_file():
-        build_udf(settings.stack.lib_dir)
+    jar = built_udf_jar(settings.stack.lib_dir)  # built by `otbridge stack fetch`, not here
     config = t_env.get_config()
     jars = Configuration.parse_list_value(config.get("pipeline.jars", "") or "")
     config.set("pipeline.jars", ";".join([*jars, jar.as_uri()]))

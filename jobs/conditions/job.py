@@ -1,9 +1,9 @@
 """conditions: iiot.readings -> iiot.alerts (condition monitoring, rules from a YAML file).
 
-Rules (jobs/conditions/rules.yaml by default, `--rules FILE` for another; a relative path is
-relative to the project root, where `otbridge jobs submit` runs the client) are read and
-validated when the job is built, on the client, and travel with the job; the cluster needs no
-access to the file. Changing the rules means resubmitting the job.
+Rules (jobs/conditions/rules.yaml by default, `--rules FILE` for another) are checked by
+`otbridge jobs submit` before it starts the Flink client, read again when the job is built, on
+the client, and travel with the job; the cluster needs no access to the file. Changing the
+rules means resubmitting the job.
 
 Everything runs in event time (the readings' source timestamps), so replays give the same
 alerts. Deadlines (on/off delays, stale timeouts) fire when a later reading of the same tag
@@ -28,6 +28,7 @@ from pyflink.table import StatementSet, StreamTableEnvironment
 from jobs.common.readings import register_readings
 from jobs.conditions.detectors import Alert, KeyState, Monitor
 from jobs.conditions.rules import RULES_FILE, Rule, load_rules, sql_filter
+from otbridge.errors import ConfigError
 from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
 from otbridge.settings import Settings
 
@@ -115,7 +116,7 @@ def build(
     rules: str | None = None,
 ) -> StatementSet:
     if bounded:
-        raise SystemExit(
+        raise ConfigError(
             "conditions: --bounded is not supported: PyFlink 2.2 drops what a keyed function "
             "emits from timers fired by the final watermark of a bounded input (stale alerts, "
             "on-delays). Run it unbounded; deadlines fire as the readings' event time advances."
@@ -154,6 +155,24 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--rules", default=None, metavar="FILE",
         help=f"the rules YAML (default {RULES_FILE.relative_to(RULES_FILE.parents[2])})",
     )
+
+
+def client_args(args: Sequence[str]) -> list[str]:
+    """Run by `otbridge jobs submit` before the Flink client: check the rules file now and
+    name it by its absolute path (the client runs in another directory)."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--rules" and i + 1 < len(out):
+            out[i + 1] = _checked(out[i + 1])
+        elif arg.startswith("--rules="):
+            out[i] = "--rules=" + _checked(arg.removeprefix("--rules="))
+    return out
+
+
+def _checked(path: str) -> str:
+    absolute = Path(path).absolute()
+    load_rules(absolute if absolute.is_file() else path)  # a ConfigError names the file
+    return str(absolute)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

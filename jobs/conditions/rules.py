@@ -160,7 +160,11 @@ Rule = Annotated[
     LimitRule | RateRule | FlatlineRule | StaleRule | BadQualityRule | AnomalyRule,
     Field(discriminator="kind"),
 ]
-KINDS = ("high", "low", "rate", "flatline", "stale", "bad_quality", "anomaly")
+KIND_MODELS: dict[str, type[_Rule]] = {
+    "high": LimitRule, "low": LimitRule, "rate": RateRule, "flatline": FlatlineRule,
+    "stale": StaleRule, "bad_quality": BadQualityRule, "anomaly": AnomalyRule,
+}
+KINDS = tuple(KIND_MODELS)
 
 
 class RulesFile(_Strict):
@@ -193,6 +197,23 @@ def _where(raw: Any, loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in loc) or "file"
 
 
+def _valid_fields(loc: Sequence[int | str]) -> list[str]:
+    """The fields the model at `loc` (an unknown field's location) accepts."""
+    model: type[BaseModel] = RulesFile
+    parts = list(loc[:-1])
+    if parts[:1] == ["rules"]:
+        if len(parts) < 3 or parts[2] not in KIND_MODELS:
+            return []
+        model, parts = KIND_MODELS[str(parts[2])], parts[3:]
+    for part in parts:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
 def parse_rules(raw: Any, source: str = "rules") -> list[Rule]:
     """Validate parsed YAML; a ConfigError names the rule and field of every problem."""
     try:
@@ -205,6 +226,8 @@ def parse_rules(raw: Any, source: str = "rules") -> list[Rule]:
                 msg = f"kind must be one of {', '.join(KINDS)}"
             elif err["type"] == "union_tag_not_found":
                 msg = f"kind is missing; one of {', '.join(KINDS)}"
+            elif err["type"] == "extra_forbidden" and (valid := _valid_fields(err["loc"])):
+                msg += f"; valid: {', '.join(valid)}"
             problems.append(f"{_where(raw, err['loc'])}: {msg}")
         raise ConfigError(f"{source}: invalid rules:\n  " + "\n  ".join(problems)) from None
 
@@ -218,10 +241,6 @@ def load_rules(path: str | Path = RULES_FILE) -> list[Rule]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_rules(raw, str(path))
-
-
-def rules_for(rules: Sequence[Rule], asset: str, tag: str) -> list[Rule]:
-    return [r for r in rules if r.match.matches(asset, tag)]
 
 
 def _like(glob: str) -> str:

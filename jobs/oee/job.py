@@ -16,6 +16,7 @@ from pyflink.table import StatementSet, StreamTableEnvironment
 from jobs.common.readings import register_readings
 from jobs.oee.assets import AssetTable
 from jobs.oee.timeline import Master, Timeline, result
+from otbridge.errors import ConfigError
 from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
 from otbridge.registry import schema_json
 from otbridge.settings import Settings
@@ -116,7 +117,7 @@ def build(
     stale_after_s: int = 60,
 ) -> StatementSet:
     if bounded:
-        raise SystemExit(
+        raise ConfigError(
             "oee: --bounded is not supported: PyFlink 2.2 drops what a keyed function emits "
             "from timers fired by the final watermark of a bounded input. Run it unbounded; "
             "windows close as the readings' event time advances."

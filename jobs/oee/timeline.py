@@ -144,7 +144,7 @@ def result(acc: WindowAcc, window_ms: int, master: Master) -> dict[str, Any]:
     quality = acc.good / acc.total if acc.total > 0 else None
     oee = (
         availability * performance * quality
-        if None not in (availability, performance, quality)
+        if availability is not None and performance is not None and quality is not None
         else None
     )
     return {

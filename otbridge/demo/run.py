@@ -13,14 +13,18 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from otbridge import PROJECT_ROOT, jobs, stack
+import connectors
+import simulators
+from otbridge import jobs, stack
 from otbridge.demo.watch import Watcher
 from otbridge.errors import OtbridgeError
 from otbridge.kafka import ensure_topics
+from otbridge.net import wait_for_port
 from otbridge.settings import Settings
 
-SCENARIO = PROJECT_ROOT / "simulators" / "scenarios" / "demo.yaml"
-EXAMPLES = PROJECT_ROOT / "connectors" / "examples"
+# package data of the installed simulators and connectors
+SCENARIO = Path(simulators.__file__).with_name("scenarios") / "demo.yaml"
+EXAMPLES = Path(connectors.__file__).with_name("examples")
 JOBS = ("oee", "conditions", "downsample")
 # OEE per 20 s window in the demo (the job's default is 1 minute), so the first figures are on
 # screen well within 90 s of the stack being up: a window closes, plus 5 s of watermark delay
@@ -43,7 +47,7 @@ class Demo:
         log = (self.log_dir / f"demo-{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "otbridge.cli", *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
         self.say(f"started {name} (pid {self.procs[name].pid}, log {log.name})")
 
@@ -104,12 +108,13 @@ def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: 
             load = subprocess.run(
                 [sys.executable, "-m", "otbridge.cli", "assets", "load",
                  str(EXAMPLES / "assets.yaml")],
-                capture_output=True, text=True, cwd=PROJECT_ROOT,
+                capture_output=True, text=True,
             )
             if load.returncode != 0:
                 raise OtbridgeError(f"demo: loading asset master data failed:\n{load.stderr}")
             say("loaded asset master data into " + settings.topics.assets)
-            time.sleep(2.0)  # let the simulators bind their ports
+            for what, port in (("sim-modbus", modbus_port), ("sim-opcua", opcua_port)):
+                wait_for_port(port, timeout_s=60, what=f"demo: {what}")
             demo.spawn("connect-modbus", "connect", "modbus", "--config",
                        str(EXAMPLES / "modbus.yaml"))
             demo.spawn("connect-opcua", "connect", "opcua", "--config",
@@ -131,8 +136,9 @@ def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: 
 
 
 def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: bool) -> int:
-    def say(msg):
-        return (print(f"demo: {msg}", file=sys.stderr))
+    def say(msg: str) -> None:
+        print(f"demo: {msg}", file=sys.stderr)
+
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:

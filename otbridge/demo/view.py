@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from otbridge.demo.watch import Watcher, age_s, consumer_lag
+from otbridge.demo.watch import LagProbe, Watcher, age_s
 from otbridge.settings import Settings
 
 
@@ -45,6 +45,10 @@ def last_hour(windows: list[dict[str, Any]]) -> dict[str, float | None]:
     q = good / total if total > 0 else None
     oee = a * p * q if None not in (a, p, q) else None  # type: ignore[operator]
     return {"availability": a, "performance": p, "quality": q, "oee": oee}
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def render(watcher: Watcher, settings: Settings, lag: dict[str, int | None]) -> Group:
@@ -89,10 +93,8 @@ def render(watcher: Watcher, settings: Settings, lag: dict[str, int | None]) -> 
     for a in sorted(snap[t.readings_1m].values(), key=lambda a: (a["asset"], a["tag"])):
         if a["tag"] not in ("temperature", "vibration", "power"):
             continue
-        def fmt(v):
-            return ("-" if v is None else f"{v:.2f}")
-        agg.add_row(a["asset"], a["tag"], f"{a['window_start']:%H:%M}", fmt(a["min"]),
-                    fmt(a["avg"]), fmt(a["max"]), str(a["count"]), str(a["count_other"]))
+        agg.add_row(a["asset"], a["tag"], f"{a['window_start']:%H:%M}", _fmt(a["min"]),
+                    _fmt(a["avg"]), _fmt(a["max"]), str(a["count"]), str(a["count_other"]))
 
     lag_text = "   ".join(f"{g}: {'-' if n is None else n}" for g, n in lag.items())
     footer = Panel(
@@ -109,10 +111,16 @@ def live_view(watcher: Watcher, demo: Any, settings: Settings, *, duration_s: fl
     groups = [f"otbridge-{name}" for name in demo.job_ids]
     lag: dict[str, int | None] = {}
     last_lag = 0.0
-    with Live(render(watcher, settings, lag), refresh_per_second=1, screen=False) as live:
-        while not stop["now"] and (duration_s is None or time.monotonic() - started < duration_s):
-            demo.check_alive()
-            if time.monotonic() - last_lag > 5:
-                lag, last_lag = consumer_lag(settings, groups), time.monotonic()
-            live.update(render(watcher, settings, lag))
-            time.sleep(1.0)
+    probe = LagProbe(settings)
+    try:
+        with Live(render(watcher, settings, lag), refresh_per_second=1, screen=False) as live:
+            while not stop["now"] and (
+                duration_s is None or time.monotonic() - started < duration_s
+            ):
+                demo.check_alive()
+                if time.monotonic() - last_lag > 5:
+                    lag, last_lag = probe.lag(groups), time.monotonic()
+                live.update(render(watcher, settings, lag))
+                time.sleep(1.0)
+    finally:
+        probe.close()

@@ -85,36 +85,55 @@ class Watcher:
             consumer.close()
 
 
-def consumer_lag(settings: Settings, group_ids: list[str]) -> dict[str, int | None]:
-    """Records of iiot.readings each job's consumer group has not read yet (None: unknown)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
+class LagProbe:
+    """Records of iiot.readings each job's consumer group has not read yet (None: unknown).
 
-    client = admin(settings)
-    topic = settings.topics.readings
-    md = client.list_topics(topic, timeout=5).topics.get(topic)
-    if md is None or md.error:
-        return dict.fromkeys(group_ids)
-    probe = Consumer({**settings.kafka.librdkafka(), "group.id": "otbridge-lag-probe"})
-    try:
+    One admin client and one consumer, made on first use and reused by every `lag()` call
+    (the demo view asks every few seconds); `close()` when done."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._admin: Any = None
+        self._probe: Consumer | None = None
+
+    def lag(self, group_ids: list[str]) -> dict[str, int | None]:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        if self._admin is None:
+            self._admin = admin(self.settings)
+        if self._probe is None:
+            self._probe = Consumer(
+                {**self.settings.kafka.librdkafka(), "group.id": "otbridge-lag-probe"}
+            )
+        topic = self.settings.topics.readings
+        md = self._admin.list_topics(topic, timeout=5).topics.get(topic)
+        if md is None or md.error:
+            return dict.fromkeys(group_ids)
         ends = {
-            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            p: self._probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
             for p in md.partitions
         }
-    finally:
-        probe.close()
-    lag: dict[str, int | None] = {}
-    for group in group_ids:
-        try:
-            fut = client.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
-            parts = fut[group].result(timeout=5).topic_partitions
-            committed = {tp.partition: tp.offset for tp in parts if tp.topic == topic}
-            lag[group] = (
-                sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
-                if committed else None
-            )
-        except Exception:
-            lag[group] = None
-    return lag
+        lag: dict[str, int | None] = {}
+        for group in group_ids:
+            try:
+                fut = self._admin.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(group)]
+                )
+                parts = fut[group].result(timeout=5).topic_partitions
+                committed = {tp.partition: tp.offset for tp in parts if tp.topic == topic}
+                lag[group] = (
+                    sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+                    if committed else None
+                )
+            except Exception:
+                lag[group] = None
+        return lag
+
+    def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+        self._admin = None
 
 
 def age_s(ts: Any) -> float:

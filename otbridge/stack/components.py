@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pyflink
 
-from otbridge import PROJECT_ROOT
+import jobs
+import otbridge
 from otbridge.errors import StackError
 from otbridge.settings import Settings
 from otbridge.stack.fetch import pom_property
@@ -265,6 +266,15 @@ class Registry(Component):
 
 
 PYFLINK_HOME = Path(pyflink.__file__).resolve().parent
+#: the cluster's config.yaml: the top-level flink-conf/ folder, package data of otbridge
+FLINK_CONF = Path(otbridge.__file__).with_name("flink-conf") / "config.yaml"
+
+
+def import_roots() -> list[str]:
+    """The folders otbridge and the jobs are imported from (the checkout, or site-packages for
+    a wheel), for a Python that does not read this environment's .pth files."""
+    return list(dict.fromkeys(str(Path(str(m.__file__)).resolve().parents[1])
+                              for m in (otbridge, jobs)))
 
 
 class Flink(Component):
@@ -317,10 +327,11 @@ class Flink(Component):
         env["FLINK_LOG_DIR"] = str(self.stack.log_dir)
         env["FLINK_HOME"] = str(PYFLINK_HOME)
         # thread mode runs Python inside the TaskManager JVM: it must find pyflink, pemja and the
-        # project's own packages (DESIGN.md: "No module named 'pemja'" otherwise)
+        # project's own packages (DESIGN.md: "No module named 'pemja'" otherwise); an editable
+        # install's .pth files are not read there, so the packages' own folders come first
         site = sysconfig.get_paths()["purelib"]
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), site, env.get("PYTHONPATH", "")) if p
+            dict.fromkeys(p for p in (*import_roots(), site, env.get("PYTHONPATH", "")) if p)
         )
         return env
 
@@ -331,7 +342,7 @@ class Flink(Component):
             shutil.rmtree(d, ignore_errors=True)
         for d in (conf, lib, self.home / "tmp", self.home / "web"):
             d.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT_ROOT / "flink-conf" / "config.yaml", conf / "config.yaml")
+        shutil.copy(FLINK_CONF, conf / "config.yaml")
         for f in (PYFLINK_HOME / "conf").glob("log4j*.properties"):
             shutil.copy(f, conf / f.name)
         connectors = sorted((self.stack.lib_dir / "flink").glob("*.jar"))
