@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from connectors.core.config import load_config
 from connectors.core.protocol import ProtocolSpec
 from connectors.core.protocol import protocols as all_protocols
 from otbridge.settings import Settings
@@ -22,28 +23,27 @@ class UTCFormatter(logging.Formatter):
     converter = staticmethod(time.gmtime)  # type: ignore[assignment]
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, *, libraries: tuple[str, ...] = ()) -> None:
+    """UTC log lines on stderr; the `libraries`' own loggers only at DEBUG (the connectors
+    log the libraries' failures themselves, once, with context)."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(UTCFormatter("%(asctime)sZ %(levelname)-7s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
-    # the connectors log the libraries' failures themselves, once, with context
-    for noisy in ("pymodbus", "asyncua"):
+    for noisy in libraries:
         logging.getLogger(noisy).setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
     for chatty in ("httpx", "httpx2"):  # one line per schema registry request
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
-    from connectors.core.config import load_config
-
     protocol: ProtocolSpec = args.protocol
     run = protocol.run_function()  # a missing extra says so before the file is read
     config = load_config(args.config, protocol.config)
     config.effective_settings(settings)  # its kafka/registry overrides: errors name the file
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, libraries=protocol.libraries)
     return asyncio.run(
         run(config, settings, max_readings=args.max_readings, duration_s=args.duration)
     )

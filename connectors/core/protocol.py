@@ -40,6 +40,7 @@ class ProtocolSpec:
     config: type[ConnectorFile[Any]]  # the model of its connector files
     connector: str  # the module with `run(config, settings, *, max_readings, duration_s, stop)`
     extra: str | None = None  # the install extra with the protocol's library, if any
+    libraries: tuple[str, ...] = ()  # their loggers, quiet unless --log-level DEBUG
 
     def run_function(self) -> RunConnector:
         """The connector's `run`; a MissingExtraError if the protocol's library is missing."""

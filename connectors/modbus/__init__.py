@@ -8,5 +8,6 @@ PROTOCOL = ProtocolSpec(
     help="poll Modbus TCP devices",
     config=ModbusConfig,
     connector="connectors.modbus.connector",
+    libraries=("pymodbus",),
     extra="modbus",
 )

@@ -8,5 +8,6 @@ PROTOCOL = ProtocolSpec(
     help="subscribe to OPC UA servers",
     config=OpcUaConfig,
     connector="connectors.opcua.connector",
+    libraries=("asyncua",),
     extra="opcua",
 )
