@@ -134,13 +134,9 @@ class PlantRuntime:
             raise PlantError(f"pin {name}: {exc}") from None
         self._pins.setdefault(name, {}).update(checked)
 
-    def unpin(self, machine: str, tags: list[str] | None = None) -> None:
-        name = self.plant.resolve(machine)
-        if tags is None:
-            self._pins.pop(name, None)
-        else:
-            for tag in tags:
-                self._pins.get(name, {}).pop(tag, None)
+    def unpin(self, machine: str) -> None:
+        """Let go of every tag pinned on a machine."""
+        self._pins.pop(self.plant.resolve(machine), None)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -139,12 +139,13 @@ class ModbusSimulator(Simulator):
                 _block(by_kind["holding"], bits=False),
                 _block(by_kind["input"], bits=False),
             ),
-            action=functools.partial(self._refresh, unit),
+            action=functools.partial(self._refresh, unit, by_kind),
         )
 
     async def _refresh(
         self,
         unit: UnitMap,
+        by_kind: dict[str, list[RegisterEntry]],
         function_code: int,
         start_address: int,
         address: int,
@@ -155,8 +156,7 @@ class ModbusSimulator(Simulator):
         """pymodbus calls this before it answers: write the machine's values now into the block."""
         if set_values is not None:
             return ExcCodes.ILLEGAL_ADDRESS  # the map is read-only
-        kind = _KIND_OF_FC.get(function_code)
-        entries = [e for e in unit.entries if e.kind == kind]
+        entries = by_kind.get(_KIND_OF_FC.get(function_code, ""), [])
         sample = self.runtime.sample(unit.machine)
         for e in entries:
             value = sample.values[e.tag]

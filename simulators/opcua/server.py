@@ -159,7 +159,6 @@ class OpcUaSimulator(Simulator):
         password: str | None = None,
         cert_dir: Path | None = None,
         update_interval_s: float = 0.5,
-        machines: Sequence[str] | None = None,
     ) -> None:
         if (user is None) != (password is None):
             raise ValueError("give both user and password, or neither")
@@ -172,7 +171,7 @@ class OpcUaSimulator(Simulator):
         self.password = password
         self.cert_dir = cert_dir or DEFAULT_CERT_DIR
         self.update_interval_s = update_interval_s
-        self.machines = list(machines) if machines is not None else runtime.plant.served_by("opcua")
+        self.machines = runtime.plant.served_by("opcua")
         self.namespace_index = 0
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
