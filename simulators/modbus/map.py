@@ -45,11 +45,11 @@ class RegisterEntry(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> RegisterEntry:
         if (self.kind in BIT_KINDS) != (self.data_type == "bool"):
+            bits = self.kind in BIT_KINDS
+            valid = [t for t in modbus.DATA_TYPES if (t == "bool") == bits]
             raise ValueError(
-                f"data_type: a {self.kind} holds "
-                + ("one bit; valid: 'bool'" if self.kind in BIT_KINDS else
-                   "a number; valid: " + ", ".join(repr(t) for t in modbus.DATA_TYPES[:-1]))
-                + f" (got {self.data_type!r})"
+                f"data_type: {self.kind} addresses hold {'one bit' if bits else 'a number'}; "
+                f"valid: {', '.join(map(repr, valid))} (got {self.data_type!r})"
             )
         if self.scale == 0:
             raise ValueError("scale: must not be 0")
@@ -178,40 +178,43 @@ def load_map(path: str | Path, plant: Plant) -> ModbusMap:
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, path, what="register map")) from None
     units: dict[int, UnitMap] = {}
-    for u in parsed.units:
+    for i, u in enumerate(parsed.units):
         unit_id = u.unit_id
-        where = f"{path}: unit {unit_id}"
+        where = f"{path}: units[{i}]"
         machine = plant.resolve(u.machine)
         spec = plant.machines.get(machine) or plant.charge_points[machine]
         if spec.protocol != "modbus" or spec.unit_id != unit_id:
             raise PlantError(
-                f"{where}: {machine} is served as {spec.protocol} unit {spec.unit_id} "
+                f"{where}.unit_id: {machine} is served as {spec.protocol} unit {spec.unit_id} "
                 "in the plant file"
             )
         if u.asset != spec.asset:
-            raise PlantError(f"{where}: asset {u.asset!r} is {spec.asset!r} in the plant file")
+            raise PlantError(
+                f"{where}.asset: {u.asset!r} is {spec.asset!r} in the plant file"
+            )
+        if unit_id in units:
+            raise PlantError(f"{where}.unit_id: unit {unit_id} listed twice")
         tags = MACHINE_TAGS if machine in plant.machines else CHARGE_POINT_TAGS
-        entries = tuple(u.registers)
         used: dict[tuple[str, int], str] = {}
         seen_tags: set[str] = set()
-        for e in entries:
+        for j, e in enumerate(u.registers):
+            at = f"{where}.registers[{j}]"
             if e.tag not in tags:
-                raise PlantError(f"{where}: unknown tag {e.tag!r}; valid: {', '.join(tags)}")
+                raise PlantError(f"{at}.tag: unknown tag {e.tag!r}; valid: {', '.join(tags)}")
             if tags[e.tag] is str:
-                raise PlantError(f"{where}: text tag {e.tag!r} cannot go in a register")
+                raise PlantError(f"{at}.tag: text tag {e.tag!r} cannot go in a register")
             if e.tag in seen_tags:
-                raise PlantError(f"{where}: tag {e.tag!r} mapped twice")
+                raise PlantError(f"{at}.tag: tag {e.tag!r} mapped twice")
             seen_tags.add(e.tag)
             for a in range(e.address, e.address + e.count):
                 if (e.kind, a) in used:
                     raise PlantError(
-                        f"{where}: {e.tag} overlaps {used[(e.kind, a)]} at {e.kind} address {a}"
+                        f"{at}.address: {e.tag} overlaps {used[(e.kind, a)]} "
+                        f"at {e.kind} address {a}"
                     )
                 used[(e.kind, a)] = e.tag
-        if unit_id in units:
-            raise PlantError(f"{where}: unit listed twice")
         units[unit_id] = UnitMap(
-            unit_id=unit_id, machine=machine, asset=spec.asset, entries=entries
+            unit_id=unit_id, machine=machine, asset=spec.asset, entries=tuple(u.registers)
         )
     missing = set(plant.served_by("modbus")) - {u.machine for u in units.values()}
     if missing:
