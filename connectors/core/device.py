@@ -111,7 +111,7 @@ class Device(ABC):
                     # connecting can take seconds (several round trips): stop cuts it short
                     if await unless_stopped(self._connected(), stop) is None:
                         break
-                    await self._came_up(attempt, stop)
+                    await self._came_up(attempt)
                     attempt = 0
                     await self.serve(stop)
                     if not stop.is_set():
@@ -140,7 +140,7 @@ class Device(ABC):
         await self.connect()
         return True
 
-    async def _came_up(self, attempt: int, stop: asyncio.Event) -> None:
+    async def _came_up(self, attempt: int) -> None:
         await self._stop_bad()
         if attempt:
             self.counters.reconnects += 1
