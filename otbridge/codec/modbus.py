@@ -47,10 +47,6 @@ class TypeSpec:
     format: str  # struct format of its big-endian bytes ("" for bool)
     limits: tuple[int, int] | None = None  # an integer type's range
 
-    @property
-    def is_float(self) -> bool:
-        return self.format in (">f", ">d")
-
 
 def _int(name: DataType, registers: int, fmt: str, signed: bool) -> TypeSpec:
     bits = 16 * registers
