@@ -111,7 +111,7 @@ class DeviceSession(Device):
             client.set_password(self.spec.password.get_secret_value())
         return client
 
-    async def _connect(self, client: Client) -> bool:
+    async def _connect(self, client: Client) -> None:
         sec = self.spec.security
         if sec is not None:
             if sec.application_uri:
@@ -130,7 +130,6 @@ class DeviceSession(Device):
             )
         # connect = socket, hello, secure channel, session: several round trips
         await asyncio.wait_for(client.connect(), self.spec.timeout_s * 3)
-        return True
 
     async def _subscribe(self, client: Client) -> Subscription:
         period_ms = self.spec.publishing_interval_s * 1000
