@@ -13,12 +13,12 @@ import yaml
 from confluent_kafka.admin import ConfigResource
 
 from jobs.oee.masterdata import load_assets_file, publish_assets
-from otbridge import PROJECT_ROOT
 from otbridge.errors import ConfigError
 from otbridge.kafka import admin
 from otbridge.settings import Settings
 
-EXAMPLE = PROJECT_ROOT / "connectors" / "examples" / "assets.yaml"
+ROOT = Path(__file__).parents[1]
+EXAMPLE = ROOT / "connectors" / "examples" / "assets.yaml"
 
 
 def write(tmp_path: Path, doc: Any) -> Path:
@@ -73,8 +73,20 @@ def test_invalid_file_names_the_field(
     assert words in line
 
 
+def test_cli_names_the_file_and_field_in_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, {"assets": [{"asset": "acme/berlin/body/line1/press01", "cycle": 2}]})
+    proc = subprocess.run(
+        [sys.executable, "-m", "otbridge.cli", "assets", "load", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert str(path) in proc.stderr and "assets[0].cycle: unknown field" in proc.stderr
+
+
 def test_example_matches_the_simulated_plant() -> None:
-    plant = yaml.safe_load((PROJECT_ROOT / "simulators" / "plant.yaml").read_text())
+    plant = yaml.safe_load((ROOT / "simulators" / "plant.yaml").read_text())
     want = {
         f"{plant['enterprise']}/{plant['site']}/{area['name']}/{line['name']}/{m['name']}": m[
             "ideal_cycle_time_s"
@@ -101,7 +113,7 @@ def test_load_writes_one_record_per_asset_to_a_compacted_topic(
     topic = f"test.assets.{unique}"
     proc = subprocess.run(
         [sys.executable, "-m", "otbridge.cli", "assets", "load", str(EXAMPLE), "--topic", topic],
-        cwd=PROJECT_ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,

@@ -4,9 +4,12 @@ runs the same cases through Flink."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+import yaml
 
 from jobs.conditions.detectors import KeyState, Monitor
 from jobs.conditions.rules import RULES_FILE, load_rules, parse_rules, sql_filter
@@ -381,3 +384,18 @@ def test_state_survives_a_restart_with_changed_rules() -> None:
     assert monitor.on_reading(ks, T + 1000, 50, "GOOD") == []
     assert set(ks.rules) == {("high", "low")}
     assert [a.status for a in monitor.on_reading(ks, T + 2000, -1, "GOOD")] == ["RAISED"]
+
+
+def test_submit_checks_the_rules_file_first_and_names_it_in_one_line(tmp_path) -> None:
+    """`otbridge jobs submit conditions --rules FILE` stops before the Flink client starts."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"rules": [rule("high", hysteresis=1)]}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "otbridge.cli", "jobs", "submit", "conditions", "--rules",
+         broken.name],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"otbridge: error: {broken}: invalid rules: rule 1 (high): limit: Field required\n"
+    )

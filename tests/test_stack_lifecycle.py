@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,21 +19,13 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from otbridge.cli import STACK_HELP
+from otbridge.net import free_ports
 from otbridge.registry import schema_text
-from otbridge.settings import load_settings
+from otbridge.settings import StackSettings
 
 PORT_KEYS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT", "FLINK_REST_PORT",
              "FLINK_RPC_PORT")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture
@@ -41,9 +34,7 @@ def isolated_env(tmp_path: Path, settings) -> Iterator[dict[str, str]]:
     for key, port in zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True):
         env[f"OTBRIDGE_STACK__{key}"] = str(port)
     env["OTBRIDGE_STACK__STATE_DIR"] = str(tmp_path / "state")
-    # reuse the already fetched jars: link the lib folder into the new state dir
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "lib").symlink_to(settings.stack.lib_dir.resolve())
+    env["OTBRIDGE_STACK__LIB_DIR"] = str(settings.stack.lib_dir)  # the jars already fetched
     yield env
     run(env, "stack", "down")  # whatever the test did, leave no process behind
 
@@ -154,4 +145,13 @@ def test_pinned_flink_matches_connector_build() -> None:
     # the Kafka connector's version names the Flink minor it was built for
     minor = ".".join(flink.split(".")[:2])
     assert pom_property("flink.kafka.connector.version").endswith(f"-{minor}")
-    assert load_settings().stack.kafka_port == 9092 or "OTBRIDGE_STACK__KAFKA_PORT" in os.environ
+
+
+def test_stack_help_shows_the_real_defaults() -> None:
+    """`otbridge stack --help` lists each port setting with the default StackSettings has."""
+    documented = dict(re.findall(r"OTBRIDGE_STACK__(\w+)\s.*\[(\d+)\]", STACK_HELP))
+    assert set(documented) == set(PORT_KEYS)
+    fields = StackSettings.model_fields
+    assert {key: int(port) for key, port in documented.items()} == {
+        key: fields[key.lower()].default for key in PORT_KEYS}
+    assert fields["kafka_port"].default == 9092  # what the README and outside tools assume
