@@ -125,7 +125,7 @@ def test_latency_quick_sees_every_alert_it_scheduled(live_stack: Settings) -> No
     ctx = Context(live_stack, quick=True, readings=QUICK_READINGS)
     results = stage_latency(ctx)
 
-    (step,) = ctx.shared["latency_steps"]
+    (step,) = ctx.shared.latency_steps
     # two alerts per episode, one episode every EPISODE_EVERY_S of the measured period
     assert step.expected == len(schedule(QUICK_WARMUP_S, QUICK_SECONDS)) > 20
     assert step.seen == step.expected and not step.missing_lower_bound_ms
