@@ -3,6 +3,7 @@ names the file and the field, and exits 2 (no traceback); in-process it is a Con
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,23 @@ def test_the_server_module_reports_the_same_line_without_the_cli(tmp_path):
         "areas[0].lines[1].machines[0].protocol: 'profinet' is not a simulator protocol; "
         "valid: modbus, opcua"
     ]
+
+
+@pytest.mark.parametrize("protocol", ["modbus", "opcua"])
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path, protocol):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "otbridge.cli", "sim", protocol, "--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    line = one_line_error(proc)
+    assert line == f"otbridge: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 LOOPBACK = "127.0.0.1"
 
 Serve = Callable[[argparse.Namespace, "Settings | None"], int]
+
+
+class ListenError(OtbridgeError):
+    """A simulator cannot listen on its address (in use, or not an address of this host)."""
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
@@ -108,6 +113,20 @@ class Simulator(ABC):
         await self.stop()
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """OSError if a server could not bind host:port now (port 0: any free one, always fine)."""
+    if not port:
+        return
+    for family, kind, proto, _, address in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    ):
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(address)
+
+
 def serve_simulator(sim: Simulator, args: argparse.Namespace) -> int:
     """Serve `sim` (and the fault/pin control port when asked) until SIGINT or SIGTERM; 0."""
     from simulators.core.control import ControlServer
@@ -130,7 +149,13 @@ def serve_simulator(sim: Simulator, args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         try:
-            await sim.start()
+            try:
+                _check_can_listen(args.host, args.port)  # before the libraries log a traceback
+                await sim.start()
+            except OSError as exc:
+                raise ListenError(
+                    f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+                ) from None
             print(sim.listening, flush=True)
             if control is not None:
                 await control.start()

@@ -26,7 +26,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators import modbus as package
 from simulators.core import common
-from simulators.core.common import Simulator, build_runtime, serve_simulator
+from simulators.core.common import ListenError, Simulator, build_runtime, serve_simulator
 from simulators.core.runtime import PlantRuntime
 from simulators.modbus import DEFAULT_PORT
 from simulators.modbus.map import ModbusMap, RegisterEntry, UnitMap, encode, load_map
@@ -175,7 +175,12 @@ class ModbusSimulator(Simulator):
     async def start(self) -> None:
         devices = [self._device(u) for u in self.modbus_map.units.values()]
         self._server = _SimTcpServer(self, devices, (self.host, self.port))
-        await self._server.serve_forever(background=True)
+        try:
+            await self._server.serve_forever(background=True)
+        except RuntimeError:  # pymodbus says only that it could not listen
+            raise ListenError(
+                f"cannot listen on {self.host}:{self.port} (in use, or not an address here)"
+            ) from None
         sockets = getattr(self._server.transport, "sockets", None)
         if sockets:
             self.port = sockets[0].getsockname()[1]
