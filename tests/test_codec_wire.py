@@ -114,6 +114,14 @@ def cases(settings: Settings, topic: str) -> list[tuple[str, bytes, str | None]]
         return encode.encode(series, value, None, quality, source_ms, NOW + 5, seq, "test@1")
 
     good = lean(41.5)
+    # the tag's bytes in a record, to be replaced by bad ones
+    tagged = encode.encode(Series.of(PRESS, "ab", None, "s"), 1.0, None, "GOOD", NOW, NOW, 1, "c")
+    tag_at = tagged.index(b"\x04ab")
+
+    def bad_tag(raw_tag: bytes) -> bytes:
+        return tagged[:tag_at] + raw_tag + tagged[tag_at + 3 :]
+
+    value_at = tag_at + 3  # the value union's branch index follows the tag
     far_future = NOW + 75 * 365 * 86_400_000
     return [
         # usable readings of several shapes
@@ -152,6 +160,10 @@ def cases(settings: Settings, topic: str) -> list[tuple[str, bytes, str | None]]
         ("writer without quality", wire(ids["no_quality"], SHAPES["no_quality"],
                                         reading_fields()), SCHEMA_MISMATCH),
         ("writer not a record", wire(ids["plain_string"], "string", "hello"), SCHEMA_MISMATCH),
+        ("negative string length", bad_tag(b"\x01ab"), SCHEMA_MISMATCH),
+        ("union branch 3 of 2", tagged[:value_at] + b"\x06" + tagged[value_at + 1 :],
+         SCHEMA_MISMATCH),
+        ("not UTF-8", bad_tag(b"\x04\xff\xfe"), None),
     ]
 
 

@@ -47,7 +47,8 @@ class Decoded:
 
 
 class RegistryLookup:
-    """GET /schemas/ids/{id} against a Confluent-compatible registry, cached."""
+    """GET /schemas/ids/{id} against a Confluent-compatible registry; an unknown id is
+    remembered for negative_ttl_s (as the Java function does)."""
 
     def __init__(self, url: str, user_info: str | None = None, negative_ttl_s: float = 10.0):
         self.url = url.rstrip("/")
@@ -114,7 +115,10 @@ class WireDecoder:
                 return Decoded(None, SCHEMA_MISMATCH, f"schema id {schema_id}: {exc}"[:500])
             self._writers[schema_id] = writer
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(raw[5:]), writer, self.reader)
+            # Java's Avro decodes bad UTF-8 to U+FFFD rather than failing
+            record = fastavro.schemaless_reader(
+                io.BytesIO(raw[5:]), writer, self.reader, handle_unicode_errors="replace"
+            )
         except Exception as exc:  # truncated body, unresolvable writer/reader pair, ...
             return Decoded(None, SCHEMA_MISMATCH, f"schema id {schema_id}: {exc!r}"[:500])
         if not isinstance(record, dict):
