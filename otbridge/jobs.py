@@ -16,7 +16,7 @@ import httpx
 
 import jobs as jobs_package
 from otbridge.errors import ConfigError, OtbridgeError
-from otbridge.settings import Settings
+from otbridge.settings import Settings, config_file
 from otbridge.stack.components import Flink
 
 #: the installed jobs package (one folder per job); shipped to the cluster with `-pyfs`
@@ -78,7 +78,8 @@ def submit(
     # the client runs in the stack's Flink folder: `python -m` puts its working directory
     # first on sys.path, where a folder named jobs/ must not shadow the installed package
     result = subprocess.run(
-        [*cmd, *job_args], capture_output=True, text=True, env=flink.env(), cwd=flink.home
+        [*cmd, *job_args], capture_output=True, text=True,
+        env={**flink.env(), **client_settings_env(settings)}, cwd=flink.home,
     )
     output = result.stdout + result.stderr
     match = re.search(r"JobID ([0-9a-f]{32})", output)
@@ -89,6 +90,18 @@ def submit(
         tail = "\n".join(output.splitlines()[-40:])
         raise OtbridgeError(f"submitting job {name!r} to {target} failed:\n{tail}")
     return match.group(1)
+
+
+def client_settings_env(settings: Settings) -> dict[str, str]:
+    """These settings for the job's client, which loads them again in another directory: the
+    state and lib folders as absolute paths, the settings file by its absolute path."""
+    env = {
+        "OTBRIDGE_STACK__STATE_DIR": str(settings.stack.state_dir),
+        "OTBRIDGE_STACK__LIB_DIR": str(settings.stack.lib_dir),
+    }
+    if config_file().is_file():
+        env["OTBRIDGE_CONFIG"] = str(config_file().absolute())
+    return env
 
 
 def client_args(name: str, job_args: Sequence[str]) -> list[str]:

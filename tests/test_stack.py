@@ -8,11 +8,14 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import kafkahelp as kh
+import pytest
 
 from otbridge import jobs
+from otbridge.errors import StackError
 from otbridge.kafka import TopicSpec, ensure_topics
 from otbridge.registry import registry_client
 from otbridge.settings import Settings
+from otbridge.udf import UDF_JAR, built_udf_jar
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
@@ -105,3 +108,12 @@ def test_status_json_reports_every_part(live_stack: Settings) -> None:
     assert report["kafka"]["address"] == live_stack.kafka.bootstrap_servers
     assert report["registry"]["address"] == live_stack.registry.url
     assert report["flink"]["address"] == live_stack.flink.rest_url
+
+
+def test_a_job_without_the_built_udf_names_the_command_to_run(tmp_path) -> None:
+    """Jobs never run mvn: the UDF jar is built by `otbridge stack fetch` (or `stack up`)."""
+    with pytest.raises(StackError) as info:
+        built_udf_jar(tmp_path / "lib")
+    assert "`otbridge stack fetch`" in str(info.value)
+    assert str(tmp_path / "lib" / "udf" / UDF_JAR) in str(info.value)
+    assert not (tmp_path / "lib").exists()
