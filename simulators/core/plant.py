@@ -31,7 +31,7 @@ from simulators.core.protocols import protocol_names
 
 PLANT_FILE = Path(__file__).parent.parent / "plant.yaml"
 
-Protocol = str  # a folder simulators/<protocol>/ (modbus, opcua, ...)
+ProtocolName = str  # a folder simulators/<name>/ (modbus, opcua, ...)
 
 
 class StateCode(IntEnum):
@@ -156,7 +156,7 @@ class _Served(FileModel):
     """What every machine and charge point has: a name and the server that serves it."""
 
     name: Name
-    protocol: Annotated[Protocol, AfterValidator(_check_protocol)]
+    protocol: Annotated[ProtocolName, AfterValidator(_check_protocol)]
     unit_id: UnitId | None = None  # Modbus device id
 
     @model_validator(mode="after")
@@ -347,7 +347,7 @@ class Plant(FileModel):
             raise PlantError(self.unknown(name))
         return spec.asset
 
-    def served_by(self, protocol: Protocol) -> list[str]:
+    def served_by(self, protocol: ProtocolName) -> list[str]:
         specs: list[MachineSpec | ChargePointSpec] = [
             *self.machines.values(),
             *self.charge_points.values(),
