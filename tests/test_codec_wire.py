@@ -74,6 +74,22 @@ SHAPES: dict[str, Any] = {
             if f["name"] not in ("text", "unit")
         ],
     ),
+    # long for double (not a union), bytes for string
+    "promoted": shape(
+        "Reading",
+        [{"name": "value", "type": "long"} if f["name"] == "value"
+         else {"name": "asset", "type": "bytes"} if f["name"] == "asset"
+         else f
+         for f in READING_FIELDS],
+    ),
+    # quality as an enum
+    "quality_enum": shape(
+        "Reading",
+        [{"name": "quality", "type": {"type": "enum", "name": "Quality",
+                                       "symbols": ["GOOD", "UNCERTAIN", "BAD"]}}
+         if f["name"] == "quality" else f
+         for f in READING_FIELDS],
+    ),
     # the same fields under another record name
     "renamed": shape("Sample", READING_FIELDS, namespace="com.example"),
     # value as text: a null value resolves, a string one cannot
@@ -140,6 +156,8 @@ def cases(settings: Settings, topic: str) -> list[tuple[str, bytes, str | None]]
         ("narrow writer", wire(ids["narrow"], SHAPES["narrow"],
                                reading_fields(value=1.25, seq=2**31 - 1)), None),
         ("renamed writer", wire(ids["renamed"], SHAPES["renamed"], reading_fields()), None),
+        ("promoted writer", wire(ids["promoted"], SHAPES["promoted"],
+                                 reading_fields(value=-3, asset=PRESS.encode())), None),
         ("text writer, null value", wire(ids["value_text"], SHAPES["value_text"],
                                          reading_fields(value=None)), None),
         # poison
@@ -159,6 +177,8 @@ def cases(settings: Settings, topic: str) -> list[tuple[str, bytes, str | None]]
                                          reading_fields(value="hot")), SCHEMA_MISMATCH),
         ("writer without quality", wire(ids["no_quality"], SHAPES["no_quality"],
                                         reading_fields()), SCHEMA_MISMATCH),
+        ("quality as an enum", wire(ids["quality_enum"], SHAPES["quality_enum"],
+                                    reading_fields()), SCHEMA_MISMATCH),
         ("writer not a record", wire(ids["plain_string"], "string", "hello"), SCHEMA_MISMATCH),
         ("negative string length", bad_tag(b"\x01ab"), SCHEMA_MISMATCH),
         ("union branch 3 of 2", tagged[:value_at] + b"\x06" + tagged[value_at + 1 :],
