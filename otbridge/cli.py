@@ -127,7 +127,8 @@ def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from otbridge.demo.run import run
 
-    return run(settings, duration_s=args.duration, ui=not args.no_ui, keep_stack=args.keep_stack)
+    return run(settings, duration_s=args.duration, ui=not args.no_ui, keep_stack=args.keep_stack,
+               modbus_port=args.modbus_port, opcua_port=args.opcua_port)
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -238,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-stack", action="store_true",
                       help="leave the stack running afterwards (it is stopped if the demo "
                       "started it)")
+    demo.add_argument("--modbus-port", type=int, default=5020, metavar="PORT",
+                      help="the Modbus simulator's port [5020]")
+    demo.add_argument("--opcua-port", type=int, default=4840, metavar="PORT",
+                      help="the OPC UA simulator's port [4840]")
     demo.set_defaults(handler=cmd_demo)
 
     tail_p = sub.add_parser("tail", help="print a topic's records, decoded via the registry")

@@ -14,6 +14,7 @@ import pytest
 from kafkahelp import at, reading
 
 from otbridge.kafka import TopicSpec, ensure_topics
+from otbridge.net import free_ports
 from otbridge.settings import Settings
 
 ROOT = Path(__file__).parents[1]
@@ -54,7 +55,10 @@ def test_topics_lists_counts_and_schemas(live_stack: Settings) -> None:
 @pytest.mark.timeout(900)
 def test_demo_headless_fills_every_result_topic_and_leaves_nothing(live_stack: Settings) -> None:
     # 120 s of plant plus set-up (three job submissions) and teardown
-    result = cli("demo", "--duration", "120", "--no-ui", timeout=800)
+    # simulators on free ports: a demo on the default ones may be running beside the tests
+    modbus_port, opcua_port = free_ports(2)
+    result = cli("demo", "--duration", "120", "--no-ui", "--modbus-port", str(modbus_port),
+                 "--opcua-port", str(opcua_port), timeout=800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "records received" in result.stderr
     # OEE values and an alert on screen within 90 s of the jobs running. From the stack being

@@ -13,6 +13,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 import connectors
 import simulators
 from otbridge import jobs, stack
@@ -25,6 +27,8 @@ from otbridge.settings import Settings
 # package data of the installed simulators and connectors
 SCENARIO = Path(simulators.__file__).with_name("scenarios") / "demo.yaml"
 EXAMPLES = Path(connectors.__file__).with_name("examples")
+#: the ports the example connector files name (the simulators' defaults)
+EXAMPLE_PORTS = {"modbus": 5020, "opcua": 4840}
 JOBS = ("oee", "conditions", "downsample")
 # OEE per 20 s window in the demo (the job's default is 1 minute), so the first figures are on
 # screen well within 90 s of the stack being up: a window closes, plus 5 s of watermark delay
@@ -77,9 +81,34 @@ class Demo:
                 self.say(f"cancelled job {name} ({job_id})")
 
 
+def connector_configs(directory: Path, *, modbus_port: int, opcua_port: int,
+                      topic: str | None = None) -> dict[str, Path]:
+    """The example connector files (protocol -> path), pointed at simulators on these ports
+    (and at `topic`): the examples themselves where nothing differs, else copies in
+    `directory`."""
+    ports = {"modbus": modbus_port, "opcua": opcua_port}
+    if ports == EXAMPLE_PORTS and topic is None:
+        return {name: EXAMPLES / f"{name}.yaml" for name in ports}
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, port in ports.items():
+        config = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+        for device in config["devices"]:
+            if name == "modbus":
+                device["port"] = port
+            else:
+                device["endpoint"] = f"opc.tcp://127.0.0.1:{port}/"
+        if topic is not None:
+            config["topic"] = topic
+        paths[name] = directory / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(config, sort_keys=False))
+    return paths
+
+
 @contextmanager
 def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: bool,
-                 modbus_port: int = 5020, opcua_port: int = 4840) -> Iterator[Demo]:
+                 modbus_port: int = EXAMPLE_PORTS["modbus"],
+                 opcua_port: int = EXAMPLE_PORTS["opcua"]) -> Iterator[Demo]:
     was_down = not any(part["pids"] for part in stack.status(settings).values())
     stack.up(settings)
     demo = Demo(settings, settings.stack.log_dir, say)
@@ -115,10 +144,10 @@ def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: 
             say("loaded asset master data into " + settings.topics.assets)
             for what, port in (("sim-modbus", modbus_port), ("sim-opcua", opcua_port)):
                 wait_for_port(port, timeout_s=60, what=f"demo: {what}")
-            demo.spawn("connect-modbus", "connect", "modbus", "--config",
-                       str(EXAMPLES / "modbus.yaml"))
-            demo.spawn("connect-opcua", "connect", "opcua", "--config",
-                       str(EXAMPLES / "opcua.yaml"))
+            configs = connector_configs(settings.stack.state_dir / "demo",
+                                        modbus_port=modbus_port, opcua_port=opcua_port)
+            for name, config in configs.items():
+                demo.spawn(f"connect-{name}", "connect", name, "--config", str(config))
             for name, future in futures.items():
                 demo.job_ids[name] = future.result()
                 say(f"submitted job {name} ({demo.job_ids[name]})")
@@ -135,7 +164,9 @@ def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: 
             stack.down(settings)
 
 
-def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: bool) -> int:
+def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: bool,
+        modbus_port: int = EXAMPLE_PORTS["modbus"], opcua_port: int = EXAMPLE_PORTS["opcua"]
+        ) -> int:
     def say(msg: str) -> None:
         print(f"demo: {msg}", file=sys.stderr)
 
@@ -149,7 +180,8 @@ def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: b
     ready_at: float | None = None
     submitted_at: float | None = None
     try:
-        with running_demo(settings, say, keep_stack=keep_stack) as demo:
+        with running_demo(settings, say, keep_stack=keep_stack, modbus_port=modbus_port,
+                          opcua_port=opcua_port) as demo:
             ready_at, submitted_at = demo.stack_ready_at, demo.jobs_submitted_at
             say(f"Flink web UI: {settings.flink.rest_url}   registry: {settings.registry.url}")
             watcher.start()
