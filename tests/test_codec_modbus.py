@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import struct
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from connectors.core.config import ModbusConfig, load_config
 from connectors.modbus.registers import plan_reads
 from otbridge.codec import modbus
 from otbridge.codec.modbus import DATA_TYPES, ORDERS, TYPES, pack, unpack
+from otbridge.errors import ConfigError
 from simulators.core.plant import load_plant
 from simulators.modbus import map as sim_map
 
@@ -159,3 +161,30 @@ def test_simulator_encode_then_connector_decode_is_exact_for_the_published_map()
                 else:
                     assert got == value
     assert checked > 1000
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("address: 6, data_type: int16", "address: 6, data_type: int61",
+         r"units\[0\]\.registers\[4\]\.data_type: valid: 'int16', 'uint16', .* or 'bool'; "
+         r"got 'int61'"),
+        ("{tag: running, kind: coil, address: 0, data_type: bool",
+         "{tag: running, kind: coil, address: 0, data_type: uint16",
+         r"units\[0\]\.registers\[10\]\.data_type: coil addresses hold one bit; valid: 'bool'"),
+        ("kind: holding, address: 0,", "kind: holdings, address: 0,",
+         r"units\[0\]\.registers\[0\]\.kind: valid: 'holding', 'input', 'coil' or 'discrete'"),
+        ("word_order: little, byte_order: big, scale: 1, offset: 0, unit: rpm",
+         "word_order: middle, byte_order: big, scale: 1, offset: 0, unit: rpm",
+         r"units\[0\]\.registers\[6\]\.word_order: valid: 'big' or 'little'; got 'middle'"),
+    ],
+)
+def test_a_broken_map_names_the_file_the_field_and_what_is_valid(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    broken = tmp_path / "map.yaml"
+    text = sim_map.MAP_FILE.read_text()
+    assert old in text
+    broken.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=f"(?s){re.escape(str(broken))}.*{message}"):
+        sim_map.load_map(broken, load_plant())
