@@ -33,8 +33,6 @@ from otbridge.codec.wire import (
 from otbridge.registry import registry_client, schema_json
 from otbridge.settings import Settings
 
-pytestmark = pytest.mark.stack
-
 MAX_FUTURE_S = 300
 # DecodeReading's output row, after reason and detail
 FIELDS = ("asset", "tag", "value", "text", "unit", "quality", "seq", "connector")
@@ -218,6 +216,7 @@ def python_row(decoded: Decoded) -> tuple[Any, ...]:
 AHEAD = re.compile(r" is (-?\d+) s in the future$")
 
 
+@pytest.mark.stack
 def test_java_and_python_decoders_give_the_same_reasons_details_and_fields(
     live_stack: Settings, unique: str
 ) -> None:
