@@ -177,7 +177,9 @@ class ReadingEncoder:
         connector: str,
     ) -> bytes:
         """`encode` with fastavro."""
-        return self(_fields(series, value, text, quality, source_ms, ingest_ms, seq, connector))
+        return self(
+            reading_record(series, value, text, quality, source_ms, ingest_ms, seq, connector)
+        )
 
     def encode_lean(
         self,
@@ -228,7 +230,7 @@ class ReadingEncoder:
         return True
 
 
-def _fields(
+def reading_record(
     series: Series,
     value: float | None,
     text: str | None,
@@ -238,7 +240,7 @@ def _fields(
     seq: int,
     connector: str,
 ) -> dict[str, Any]:
-    """The record dict of `ReadingEncoder.encode`'s arguments (the fastavro path)."""
+    """The record dict of `ReadingEncoder.encode`'s arguments (what its fastavro path writes)."""
     return {
         "asset": series.asset,
         "tag": series.tag,
@@ -254,3 +256,6 @@ def _fields(
     }
 
 
+
+
+_fields = reading_record  # the name connectors.core.sink and tests/test_bench_ingest.py import
