@@ -1,8 +1,7 @@
-"""otbridge: an open OT/IT bridge for industrial data (Modbus TCP / OPC UA -> Kafka -> Flink)."""
+"""otbridge: an open OT/IT bridge for industrial data (Modbus TCP / OPC UA -> Kafka -> Flink).
 
-from pathlib import Path
+What otbridge reads at run time is package data (schemas, the Flink config, the jobs' SQL and
+rules, the example files), so an installed wheel runs without the checkout.
+"""
 
 __version__ = "0.1.0"
-
-#: The checkout otbridge runs from (schemas/, jobs/, flink-conf/ live here).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import kafkahelp as kh
 import pytest
-import yaml
 
 from otbridge.cli import build_parser
+from otbridge.demo.run import connector_configs
 from otbridge.kafka import ensure_topics
 from otbridge.net import free_port, wait_for_port
 from otbridge.settings import Settings
@@ -57,20 +57,15 @@ def cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[st
 
 def on_free_ports(args: list[str], ports: dict[str, int], tmp_path: Path) -> list[str]:
     """A README command with the simulators on `ports` (by protocol): `sim P` gets --port, a
-    connector's example file is copied with its devices pointed at the simulator."""
+    connector's example file is swapped for a copy pointed at the simulator."""
     if args[0] == "sim":
         return [*args, "--port", str(ports[args[1]])]
     if args[0] == "connect" and "--config" in args:
         at = args.index("--config") + 1
-        config = yaml.safe_load((ROOT / args[at]).read_text())
-        for device in config["devices"]:
-            if "port" in device:
-                device["port"] = ports[args[1]]
-            if "endpoint" in device:
-                device["endpoint"] = f"opc.tcp://127.0.0.1:{ports[args[1]]}/"
-        copy = tmp_path / f"{args[1]}.yaml"
-        copy.write_text(yaml.safe_dump(config))
-        return [*args[:at], str(copy), *args[at + 1:]]
+        assert Path(args[at]) == Path("connectors/examples") / f"{args[1]}.yaml", args
+        configs = connector_configs(tmp_path, modbus_port=ports["modbus"],
+                                    opcua_port=ports["opcua"])
+        return [*args[:at], str(configs[args[1]]), *args[at + 1:]]
     return args
 
 
