@@ -7,6 +7,7 @@ import time
 from typing import Any, TextIO
 
 from otbridge.errors import StackError
+from otbridge.kafka import ensure_topics
 from otbridge.settings import Settings
 from otbridge.stack.components import Component, Flink, Kafka, Registry, components
 from otbridge.stack.fetch import fetch
@@ -16,7 +17,8 @@ __all__ = ["Flink", "Kafka", "Registry", "down", "status", "up"]
 
 
 def up(settings: Settings, *, out: TextIO = sys.stderr) -> None:
-    """Start what is not running, wait until each part is healthy. Idempotent."""
+    """Start what is not running, wait until each part is healthy, create otbridge's topics on
+    the local broker (unless the settings name another Kafka). Idempotent."""
     stack = settings.stack
     fetch(stack.lib_dir)
     for part in components(settings):
@@ -34,6 +36,11 @@ def up(settings: Settings, *, out: TextIO = sys.stderr) -> None:
             print(f"{part.name}: starting", file=out)
             part.start()
         _wait_healthy(part, timeout_s=stack.start_timeout_s, out=out)
+    if settings.kafka.bootstrap_servers == Kafka(settings).address:
+        # otbridge's topics, so that jobs have somewhere to write from the start
+        created = ensure_topics(settings)
+        if created:
+            print(f"kafka: created topics {', '.join(created)}", file=out)
 
 
 def down(settings: Settings, *, out: TextIO = sys.stderr) -> None:
