@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import httpx
 
 import jobs as jobs_package
+from otbridge import errors
 from otbridge.errors import ConfigError, OtbridgeError
 from otbridge.settings import Settings, config_file
 from otbridge.stack.components import Flink
@@ -22,7 +23,7 @@ from otbridge.stack.components import Flink
 #: the installed jobs package (one folder per job); shipped to the cluster with `-pyfs`
 JOBS_DIR = Path(jobs_package.__file__).resolve().parent
 #: an OtbridgeError a job raised while the Flink client built it, as the client prints it
-JOB_ERROR = re.compile(r"^otbridge\.errors\.\w+: (?P<message>.+)$", re.M)
+JOB_ERROR = re.compile(r"^otbridge\.errors\.(?P<kind>\w+): (?P<message>.+)$", re.M)
 TERMINAL = {"FINISHED", "FAILED", "CANCELED"}
 
 
@@ -86,7 +87,13 @@ def submit(
     if result.returncode != 0 or not match:
         mistake = JOB_ERROR.search(output)
         if mistake:
-            raise ConfigError(f"job {name!r}: {mistake['message']}")
+            # the same kind of error (and exit code), e.g. StackError for a missing UDF jar
+            found = getattr(errors, mistake["kind"], None)
+            kind: type[OtbridgeError] = OtbridgeError
+            if isinstance(found, type) and issubclass(found, OtbridgeError) and (
+                    found.__init__ is OtbridgeError.__init__):
+                kind = found
+            raise kind(f"job {name!r}: {mistake['message']}")
         tail = "\n".join(output.splitlines()[-40:])
         raise OtbridgeError(f"submitting job {name!r} to {target} failed:\n{tail}")
     return match.group(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
 
 import kafkahelp as kh
@@ -143,3 +145,14 @@ def test_state_change_on_window_boundary(oee_rows) -> None:
     before, after = oee_rows[(E, "09:59")], oee_rows[(E, "10:00")]
     assert (before["unknown_s"], before["run_s"], before["unplanned_stop_s"]) == (30.0, 30.0, 0)
     assert (after["run_s"], after["unplanned_stop_s"], after["availability"]) == (0.0, 60.0, 0.0)
+
+
+def test_bounded_is_refused_in_one_line(live_stack: Settings) -> None:
+    """The job's own error (raised in the Flink client) reaches the user as one line, exit 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "otbridge.cli", "jobs", "submit", "oee", "--bounded"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith("otbridge: error: job 'oee': oee: --bounded is not supported")
+    assert proc.stderr.count("\n") == 1, proc.stderr[-3000:]
