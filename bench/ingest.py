@@ -71,7 +71,9 @@ def typical_reading_size() -> int:
     """Bytes of a typical Reading in the registry wire format (5-byte header + Avro body):
     the median over every tag of the example Modbus and OPC UA connector files, with a
     numeric value, a 13-digit start time in the connector id and a seven-digit seq."""
-    from connectors.core.config import ModbusConfig, ModbusTag, OpcUaConfig, OpcUaTag, load_config
+    from connectors.core.config import load_config
+    from connectors.modbus.config import ModbusConfig, ModbusTag
+    from connectors.opcua.config import OpcUaConfig, OpcUaTag
 
     encoder = offline_reading_encoder(0)  # the id does not change the size
     now = int(time.time() * 1000)

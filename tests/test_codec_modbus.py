@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.core.config import ModbusConfig, load_config
+from connectors.core.config import load_config
+from connectors.modbus.config import ModbusConfig
 from connectors.modbus.registers import plan_reads
 from otbridge.codec import modbus
 from otbridge.codec.modbus import DATA_TYPES, ORDERS, TYPES, pack, unpack

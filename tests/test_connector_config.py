@@ -13,9 +13,10 @@ import yaml
 from connectors.core.config import ReconnectPolicy, load_config
 from connectors.modbus.config import ModbusConfig
 from connectors.opcua.config import OpcUaConfig
-from otbridge import PROJECT_ROOT
 from otbridge.errors import ConfigError, MissingExtraError
 from otbridge.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 EXAMPLES = PROJECT_ROOT / "connectors" / "examples"
 ASSET = "acme/berlin/body/line1/press01"

@@ -30,12 +30,13 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from connectors.core.config import load_config
 from connectors.modbus import connector as modbus
 from connectors.modbus.config import ModbusConfig
-from otbridge import PROJECT_ROOT
 from otbridge.codec.avro import ReadingEncoder
 from otbridge.kafka import consumer_config
 from otbridge.net import free_port, port_open
 from otbridge.registry import deserializer, registry_client, serializer
 from otbridge.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 PRESS = "acme/berlin/body/line1/press01"
 WELD = "acme/berlin/body/line2/weld01"

@@ -21,9 +21,10 @@ from test_connector_modbus import (
 
 from connectors.opcua import connector as opcua
 from connectors.opcua.config import OpcUaConfig
-from otbridge import PROJECT_ROOT
 from otbridge.net import free_port
 from otbridge.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 ROBOT = "acme/berlin/paint/line3/robot01"
 NAMESPACE = "urn:otbridge:test"

@@ -1,4 +1,4 @@
-"""Modbus decoding and read batching (connectors/registers.py): no sockets, exact values."""
+"""Modbus decoding and read batching (connectors/modbus/registers.py on otbridge/codec/modbus.py): no sockets, exact values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from connectors.core.config import ModbusTag
+from connectors.modbus.config import ModbusTag
 from connectors.modbus.registers import ReadBlock, decode, decode_tag, encode, plan_reads
 
 ASSET = "acme/berlin/body/line1/press01"

@@ -24,7 +24,6 @@ import yaml
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from otbridge import PROJECT_ROOT
 from otbridge.net import free_port
 from simulators.core.control import ControlServer
 from simulators.core.faults import Fault
@@ -33,6 +32,8 @@ from simulators.core.runtime import ManualClock, PlantRuntime
 from simulators.core.scenario import load_scenario
 from simulators.modbus.map import MAP_FILE, ModbusMap, RegisterEntry, decode, load_map
 from simulators.modbus.server import ModbusSimulator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 # exact values, chosen to be exact in float32 too
 PRESS01 = {

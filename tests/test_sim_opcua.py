@@ -26,8 +26,9 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from otbridge import PROJECT_ROOT
 from otbridge.net import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 ROBOT01 = {
     "state": 1,

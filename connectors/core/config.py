@@ -1,24 +1,16 @@
-"""What every connector file shares: the base models, YAML loading and error messages.
-
-Every model is frozen and forbids unknown keys. `load_config` turns any problem into a
-ConfigError naming the file, the field as a dotted path (``devices[0].tags[2].data_type``),
-the bad value and what would be valid. A protocol's own models (its devices and tags) are
-in `connectors/<protocol>/config.py`.
+"""What every connector file shares: the connector id, Kafka/registry overrides, the
+reconnect policy, devices with tags. A protocol's own models (its devices and tags) are in
+`connectors/<protocol>/config.py`; loading and error messages are `otbridge.files`'.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -26,30 +18,16 @@ from pydantic import (
 )
 
 from otbridge.errors import ConfigError
+from otbridge.files import (
+    AssetPath,
+    Model,
+    Name,
+    TagName,
+    dotted,
+    format_errors,
+    load_model,
+)
 from otbridge.settings import KafkaSettings, RegistrySettings, Settings, Topics
-
-ASSET_PATH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*){4}$")
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-TAG_RE = r"^[A-Za-z_][A-Za-z0-9_.]*$"
-
-
-def _check_asset_path(value: str) -> str:
-    if not ASSET_PATH_RE.fullmatch(value):
-        raise ValueError(
-            "an asset path is ISA-95 enterprise/site/area/line/cell: exactly 5 segments of "
-            "letters, digits, '_', '-' or '.', e.g. acme/berlin/body/line1/press01"
-        )
-    return value
-
-
-AssetPath = Annotated[str, AfterValidator(_check_asset_path)]
-TagName = Annotated[str, Field(pattern=TAG_RE, max_length=100)]
-Name = Annotated[str, Field(pattern=NAME_RE, max_length=100)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ReconnectPolicy(Model):
@@ -178,113 +156,10 @@ def check_unique(where: str, values: Sequence[str], what: str) -> None:
 
 M = TypeVar("M", bound=BaseModel)
 
-ENV_REF_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; a value that is exactly ``${NAME}`` is the environment variable NAME
-    (so passwords need not be written into the file)."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: big maps load fast
-        data = yaml.load(text, Loader=loader)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
-    return _expand_env(data, path, ())
-
-
-def _expand_env(data: Any, path: Path, loc: tuple[int | str, ...]) -> Any:
-    if isinstance(data, dict):
-        return {k: _expand_env(v, path, (*loc, str(k))) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_expand_env(v, path, (*loc, i)) for i, v in enumerate(data)]
-    if isinstance(data, str) and (match := ENV_REF_RE.match(data)):
-        name = match.group(1)
-        if name not in os.environ:
-            raise ConfigError(f"{path}: {dotted(loc)}: environment variable {name} is not set")
-        return os.environ[name]
-    return data
-
 
 def load_config(path: Path | str, model: type[M]) -> M:
-    """Read and validate a YAML file; any problem is a ConfigError naming file and field."""
-    path = Path(path)
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        config = model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc, path)) from None
+    """Read and validate a connector file; any problem is a ConfigError naming file and field."""
+    config = load_model(path, model, what="connector config")
     if isinstance(config, ConnectorFile):
-        config._path = path
+        config._path = Path(path)
     return config
-
-
-def dotted(loc: Sequence[int | str]) -> str:
-    """('devices', 0, 'tags', 2, 'data_type') -> 'devices[0].tags[2].data_type'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-FIELD_HEAD_RE = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*")
-
-
-def format_errors(
-    exc: ValidationError,
-    path: Path,
-    *,
-    what: str = "connector config",
-    at: tuple[int | str, ...] = (),
-) -> str:
-    """One line: the file, then each error's dotted field (under `at`) and what is wrong or
-    valid, `; ` between them: ``invalid connector config FILE: FIELD: MESSAGE; FIELD: ...``."""
-    problems = []
-    for err in exc.errors():
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        field = dotted((*at, *loc))
-        msg = err["msg"].removeprefix("Value error, ")
-        kind = err["type"]
-        ctx = err.get("ctx") or {}
-        if kind == "extra_forbidden":
-            msg = "unknown field"
-        elif kind == "missing":
-            msg = "required field is missing"
-        elif kind == "literal_error":
-            msg = f"valid: {ctx.get('expected')}"
-        # a model-level rule names its field first ("bit: ..."): report it under that field
-        head, sep, rest = msg.partition(": ")
-        if sep and kind == "value_error" and FIELD_HEAD_RE.fullmatch(head):
-            field, msg = (f"{field}.{head}" if field != "(top level)" else head), rest
-        got = "" if kind in ("missing", "value_error") else f"; got {err.get('input')!r}"
-        named = msg.startswith(f"{field}.")  # "kafka.security_protocol is ...", under kafka
-        problems.append(f"{msg}{got}" if named else f"{field}: {msg}{got}")
-    return f"invalid {what} {path}: {'; '.join(problems)}"
-
-
-def __getattr__(name: str) -> Any:
-    # the protocols' models lived here; for importers not yet moved to connectors.<protocol>
-    moved = {
-        "ModbusConfig": "modbus", "ModbusDevice": "modbus", "ModbusTag": "modbus",
-        "OpcUaConfig": "opcua", "OpcUaDevice": "opcua", "OpcUaTag": "opcua",
-    }  # fmt: skip
-    if name in moved:
-        import importlib
-
-        return getattr(importlib.import_module(f"connectors.{moved[name]}.config"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

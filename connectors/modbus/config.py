@@ -10,8 +10,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from connectors.core.config import ConnectorFile, DeviceBase, Port, TagBase
+from connectors.core.config import ConnectorFile, DeviceBase, TagBase
 from otbridge.codec.modbus import BIT_KINDS, DataType, Order, RegisterKind, register_count
+from otbridge.files import Port
 
 
 class ModbusTag(TagBase):

@@ -15,9 +15,9 @@ from confluent_kafka import Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from pydantic import Field, ValidationError, model_validator
 
-from connectors.core.config import AssetPath, Model, TagName, format_errors, read_yaml
 from otbridge.codec.avro import utc_now
 from otbridge.errors import ConfigError, OtbridgeError
+from otbridge.files import AssetPath, Model, TagName, format_errors, read_yaml
 from otbridge.kafka import TopicSpec, default_topics, ensure_topics, producer_config
 from otbridge.registry import registry_client, serializer
 from otbridge.settings import Settings
@@ -86,7 +86,7 @@ def load_assets_file(path: Path | str) -> AssetsFile:
     try:
         return AssetsFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, path, what="assets file")) from None
+        raise ConfigError(format_errors(exc, path, what="assets file", model=AssetsFile)) from None
 
 
 def assets_topic_spec(settings: Settings, topic: str) -> TopicSpec:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Self
 
 from otbridge.errors import OtbridgeError
 from simulators.core.plant import PLANT_FILE, load_plant
-from simulators.core.protocols import SimulatorPackage
+from simulators.core.protocols import protocol
 from simulators.core.runtime import PlantRuntime, WallClock
 from simulators.core.scenario import load_scenario
 
@@ -173,9 +173,10 @@ def serve_simulator(sim: Simulator, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(package: SimulatorPackage, serve: Serve, argv: Sequence[str] | None = None) -> int:
-    """`python -m simulators.<name>.server`: the package's options, then `serve`; a mistake
-    in a file or an option is one line on stderr and exit 2."""
+def main(name: str, serve: Serve, argv: Sequence[str] | None = None) -> int:
+    """`python -m simulators.<name>.server`: the options protocol `name` declares, then
+    `serve`; a mistake in a file or an option is one line on stderr and exit 2."""
+    package = protocol(name)
     parser = argparse.ArgumentParser(
         prog=f"python -m simulators.{package.NAME}.server", description=package.HELP
     )

@@ -69,7 +69,7 @@ class Fault(FileModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise file_error(exc, source, what="fault in") from None
+            raise file_error(exc, source, what="fault in", model=cls) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that are set (JSON-ready)."""

@@ -25,8 +25,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from connectors.core.config import Name, format_errors, read_yaml
 from otbridge.errors import ConfigError
+from otbridge.files import Name, format_errors, read_yaml
 from simulators.core.protocols import protocol_names
 
 PLANT_FILE = Path(__file__).parent.parent / "plant.yaml"
@@ -64,10 +64,12 @@ class PlantError(ConfigError):
     the message names the file (or request), the field and what would be valid."""
 
 
-def file_error(exc: ValidationError, source: str | Path, *, what: str) -> PlantError:
+def file_error(
+    exc: ValidationError, source: str | Path, *, what: str, model: type[BaseModel] | None = None
+) -> PlantError:
     """A PlantError from a validation error, on one line even when several fields are wrong
     (`; ` between them): the simulators print it as their last word."""
-    head, *fields = format_errors(exc, Path(source), what=what).splitlines()
+    head, *fields = format_errors(exc, Path(source), what=what, model=model).splitlines()
     return PlantError(" ".join([head, "; ".join(f.strip() for f in fields)]) if fields else head)
 
 
@@ -361,4 +363,4 @@ def load_plant(path: str | Path = PLANT_FILE) -> Plant:
     try:
         return Plant.model_validate(raw)
     except ValidationError as exc:
-        raise file_error(exc, path, what="plant file") from None
+        raise file_error(exc, path, what="plant file", model=Plant) from None

@@ -51,3 +51,8 @@ def protocols() -> list[SimulatorPackage]:
         cast(SimulatorPackage, importlib.import_module(f"simulators.{name}"))
         for name in protocol_names()
     ]
+
+
+def protocol(name: str) -> SimulatorPackage:
+    """One protocol package by its folder name (its declarations only, not the server)."""
+    return cast(SimulatorPackage, importlib.import_module(f"simulators.{name}"))

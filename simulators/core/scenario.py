@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from connectors.core.config import read_yaml
+from otbridge.files import read_yaml
 from simulators.core.faults import Fault
 from simulators.core.model import CHARGE_POINT_TAGS, MACHINE_TAGS, Value
 from simulators.core.plant import FileModel, Plant, StateCode, file_error
@@ -155,7 +155,7 @@ def parse_scenario(raw: Any, plant: Plant, *, source: str = "scenario") -> Scena
     try:
         return Scenario.model_validate(raw, context={"plant": plant})
     except ValidationError as exc:
-        raise file_error(exc, source, what="scenario") from None
+        raise file_error(exc, source, what="scenario", model=Scenario) from None
 
 
 def load_scenario(path: str | Path, plant: Plant) -> Scenario:

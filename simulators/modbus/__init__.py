@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simulators.core.common import add_common_arguments
+from simulators.modbus.defaults import DEFAULT_PORT
 from simulators.modbus.map import MAP_FILE
 
 if TYPE_CHECKING:
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
 NAME = "modbus"
 HELP = "Modbus TCP simulator (serves until Ctrl-C / SIGTERM)"
 EXTRA: tuple[str, str] | None = ("pymodbus", "modbus")
-DEFAULT_PORT = 5020
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

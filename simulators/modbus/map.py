@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from connectors.core.config import format_errors, read_yaml
 from otbridge.codec import modbus
 from otbridge.codec.modbus import BIT_KINDS, DataType, Order, RegisterKind
 from otbridge.errors import ConfigError
+from otbridge.files import format_errors, read_yaml
 from simulators.core.model import CHARGE_POINT_TAGS, MACHINE_TAGS, Value
 from simulators.core.plant import Plant, PlantError
 
@@ -176,7 +176,7 @@ def load_map(path: str | Path, plant: Plant) -> ModbusMap:
     try:
         parsed = MapFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, path, what="register map")) from None
+        raise ConfigError(format_errors(exc, path, what="register map", model=MapFile)) from None
     units: dict[int, UnitMap] = {}
     for i, u in enumerate(parsed.units):
         unit_id = u.unit_id

@@ -24,11 +24,10 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulators import modbus as package
 from simulators.core import common
 from simulators.core.common import ListenError, Simulator, build_runtime, serve_simulator
 from simulators.core.runtime import PlantRuntime
-from simulators.modbus import DEFAULT_PORT
+from simulators.modbus.defaults import DEFAULT_PORT
 from simulators.modbus.map import ModbusMap, RegisterEntry, UnitMap, encode, load_map
 
 if TYPE_CHECKING:
@@ -211,7 +210,7 @@ def serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.main(package, serve, argv)
+    return common.main("modbus", serve, argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simulators.core.common import add_common_arguments
+from simulators.opcua.defaults import DEFAULT_CERT_DIR, DEFAULT_PORT, NAMESPACE_URI, PASSWORD_ENV
 
 if TYPE_CHECKING:
     from otbridge.settings import Settings
@@ -17,10 +18,6 @@ if TYPE_CHECKING:
 NAME = "opcua"
 HELP = "OPC UA simulator (serves until Ctrl-C / SIGTERM)"
 EXTRA: tuple[str, str] | None = ("asyncua", "opcua")
-DEFAULT_PORT = 4840
-DEFAULT_CERT_DIR = Path(".otbridge") / "sim-pki"
-PASSWORD_ENV = "OTBRIDGE_SIM_OPCUA_PASSWORD"
-NAMESPACE_URI = "urn:otbridge:plant"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,12 +36,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from otbridge.errors import ConfigError
 from otbridge.net import free_port
-from simulators import opcua as package
 from simulators.core import common
 from simulators.core.common import Simulator, build_runtime, serve_simulator
 from simulators.core.model import CHARGE_POINT_TAGS, MACHINE_TAGS, TAG_UNITS, Value
 from simulators.core.runtime import PlantRuntime
-from simulators.opcua import DEFAULT_CERT_DIR, DEFAULT_PORT, NAMESPACE_URI, PASSWORD_ENV
+from simulators.opcua.defaults import DEFAULT_CERT_DIR, DEFAULT_PORT, NAMESPACE_URI, PASSWORD_ENV
 
 if TYPE_CHECKING:
     from otbridge.settings import Settings
@@ -383,7 +382,7 @@ def serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.main(package, serve, argv)
+    return common.main("opcua", serve, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import org.apache.flink.types.Row;
  * {@code decode_reading(raw BYTES)}: one row per Kafka record of iiot.readings, either the
  * reading's fields or a dead-letter reason and detail. Never throws on bad input.
  *
- * <p>The JVM twin of otbridge/wire.py (WireDecoder + check_reading), with the same reasons and
+ * <p>The JVM twin of otbridge/codec/wire.py (WireDecoder + check_reading), with the same reasons and
  * details: not_avro, unknown_schema_id, registry_unavailable, schema_mismatch, nan_value,
  * inf_value, future_timestamp. The writer schema comes from the record's schema id (Confluent
  * wire format), fetched from the registry once per id and resolved against the Reading schema.
