@@ -1,4 +1,5 @@
-"""Modbus decoding and read batching (connectors/modbus/registers.py on otbridge/codec/modbus.py): no sockets, exact values."""
+"""Modbus decoding and read batching (connectors/modbus/registers.py, otbridge/codec/modbus.py):
+no sockets, exact values."""
 
 from __future__ import annotations
 
