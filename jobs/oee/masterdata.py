@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from confluent_kafka import Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from otbridge.codec.avro import utc_now
-from otbridge.errors import ConfigError, OtbridgeError
-from otbridge.files import AssetPath, Model, TagName, format_errors, read_yaml
+from otbridge.errors import OtbridgeError
+from otbridge.files import AssetPath, Model, TagName, load_model
 from otbridge.kafka import TopicSpec, default_topics, ensure_topics, producer_config
 from otbridge.registry import registry_client, serializer
 from otbridge.settings import Settings
@@ -79,14 +79,8 @@ class AssetsFile(Model):
 
 
 def load_assets_file(path: Path | str) -> AssetsFile:
-    path = Path(path)
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'assets:', got {type(data).__name__}")
-    try:
-        return AssetsFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc, path, what="assets file", model=AssetsFile)) from None
+    """The assets file; a ConfigError names the file, the field and what would be valid."""
+    return load_model(path, AssetsFile, what="assets file")
 
 
 def assets_topic_spec(settings: Settings, topic: str) -> TopicSpec:
