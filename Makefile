@@ -20,8 +20,10 @@ system-tools:
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[modbus,opcua,ui,dev]'
+	@# quiet unless it fails: pip and the build backend's notices go to a log, shown on failure
+	@{ $(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip && \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[modbus,opcua,ui,dev]'; \
+	} > $(VENV)/pip-install.log 2>&1 || { cat $(VENV)/pip-install.log; exit 1; }
 	@touch $@
 
 ## demo: the plant end to end on the local stack
