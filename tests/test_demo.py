@@ -102,6 +102,7 @@ def test_view_shows_state_current_window_and_last_hour() -> None:
     assert round(hour["availability"], 4) == round(110 / 120, 4)
     assert round(hour["performance"], 4) == round(2.0 * 54 / 110, 4)
     assert round(hour["quality"], 4) == round(52 / 54, 4)
+    assert round(hour["oee"], 4) == round(2.0 * 52 / 120, 4)
 
     class Snap:
         def snapshot(self) -> dict[str, dict[str, dict[str, object]]]:

@@ -59,3 +59,25 @@ def test_planned_stop_is_not_planned_time() -> None:
 def test_first_window_is_unknown_before_the_first_reading() -> None:
     first = feed([(-30, "state", 1, "GOOD"), (0, "state", 3, "GOOD")], until_s=60)[0]
     assert (first["unknown_s"], first["run_s"], first["planned_s"]) == (30.0, 30.0, 30.0)
+
+
+def test_running_and_making_nothing_is_oee_zero_not_null() -> None:
+    # quality is 0/0 (undefined), but OEE = good x ideal cycle time / planned = 0
+    w = feed([(0, "state", 1, "GOOD"), (0, "count_total", 7, "GOOD"), (0, "count_good", 7, "GOOD"),
+              (50, "count_total", 7, "GOOD"), (50, "count_good", 7, "GOOD")])[-1]
+    assert (w["run_s"], w["total_count"], w["good_count"]) == (60.0, 0, 0)
+    assert (w["availability"], w["performance"], w["quality"], w["oee"]) == (1.0, 0.0, None, 0.0)
+
+
+def test_durations_are_exact_in_integer_milliseconds() -> None:
+    # 60.0 - 2.401 is not 57.599 in binary floating point: planned time is computed in ms
+    w = feed([(2.401, "state", 1, "GOOD")])[-1]
+    assert (w["unknown_s"], w["run_s"], w["planned_s"]) == (2.401, 57.599, 57.599)
+    assert w["availability"] == 1.0
+
+
+def test_oee_equals_good_times_cycle_time_over_planned() -> None:
+    w = feed([(-30, "state", 1, "GOOD"), (0, "count_total", 1000, "GOOD"),
+              (0, "count_good", 500, "GOOD"), (40, "state", 3, "GOOD"), (50, "state", 1, "GOOD"),
+              (59.9, "count_total", 1024, "GOOD"), (59.9, "count_good", 522, "GOOD")])[-1]
+    assert w["oee"] == 22 * 2.0 / 60.0

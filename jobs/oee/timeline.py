@@ -134,19 +134,20 @@ def _code(value: float | None) -> str | None:
 
 
 def result(acc: WindowAcc, window_ms: int, master: Master) -> dict[str, Any]:
-    """The OeeWindow record of a closed window."""
-    d = {k: v / 1000.0 for k, v in acc.durations_ms.items()}
-    planned = window_ms / 1000.0 - d[PLANNED_STOP] - d[UNKNOWN]
-    run = d[RUNNING]
+    """The OeeWindow record of a closed window. Durations are summed in integer ms and
+    divided once, so a window's parts add up exactly; OEE is good x ideal cycle time /
+    planned (= A x P x Q), which is 0, not undefined, when the machine ran and made nothing."""
+    ms = acc.durations_ms
+    planned_ms = window_ms - ms[PLANNED_STOP] - ms[UNKNOWN]
+    run_ms = ms[RUNNING]
+    d = {k: v / 1000.0 for k, v in ms.items()}
+    planned = planned_ms / 1000.0
+    run = run_ms / 1000.0
     ict = master.ideal_cycle_time_s
-    availability = run / planned if planned > 0 else None
-    performance = ict * acc.total / run if ict is not None and run > 0 else None
+    availability = run_ms / planned_ms if planned_ms > 0 else None
+    performance = ict * acc.total / run if ict is not None and run_ms > 0 else None
     quality = acc.good / acc.total if acc.total > 0 else None
-    oee = (
-        availability * performance * quality
-        if availability is not None and performance is not None and quality is not None
-        else None
-    )
+    oee = ict * acc.good / planned if ict is not None and planned_ms > 0 else None
     return {
         "window_start": acc.start_ms,
         "window_end": acc.start_ms + window_ms,

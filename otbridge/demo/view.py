@@ -39,11 +39,14 @@ def last_hour(windows: list[dict[str, Any]]) -> dict[str, float | None]:
     run = sum(w["run_s"] for w in windows)
     total = sum(w["total_count"] for w in windows)
     good = sum(w["good_count"] for w in windows)
-    ideal = sum(w["ideal_cycle_time_s"] * w["total_count"] for w in windows)
+    known = [w for w in windows if w["ideal_cycle_time_s"] is not None]
+    ideal = sum(w["ideal_cycle_time_s"] * w["total_count"] for w in known)
+    ideal_good = sum(w["ideal_cycle_time_s"] * w["good_count"] for w in known)
     a = run / planned if planned > 0 else None
-    p = min(ideal / run, 1.0) if run > 0 else None
+    p = ideal / run if run > 0 and known else None
     q = good / total if total > 0 else None
-    oee = a * p * q if None not in (a, p, q) else None  # type: ignore[operator]
+    # OEE = good x ideal cycle time / planned (= A x P x Q): 0 when nothing was made
+    oee = ideal_good / planned if planned > 0 and known else None
     return {"availability": a, "performance": p, "quality": q, "oee": oee}
 
 
