@@ -7,7 +7,8 @@ The stages, in the order they run:
 
     producer      Kafka's own kafka-producer-perf-test at the Reading's size (the ceiling)
     connector     one Modbus / one OPC UA connector process into Kafka, CPU per 10k readings
-    jobs          each job on a preloaded backlog, parallelism 1 and 2
+    jobs          each job on a preloaded backlog (10,000 keys, 3 partitions, out of order,
+                  BAD and poison records), parallelism 1 and 2, readings/s and CPU
     alternatives  a plain Python consumer script and Quix Streams doing the downsample job
     latency       reading -> alert time at a steady load, p50/p95/p99
     scale         downsample throughput at 100, 10k and 100k distinct keys
@@ -39,6 +40,7 @@ STAGES: dict[str, tuple[str, str]] = {  # `otbridge bench STAGE` (bench/cli.py)
 }
 QUICK_READINGS = 20_000
 FULL_READINGS = 1_000_000
+FULL_REPEAT = 3  # runs per job figure: the median and the spread are reported
 
 
 def stage_function(name: str) -> Callable[[Context], list[Result]]:
@@ -48,12 +50,13 @@ def stage_function(name: str) -> Callable[[Context], list[Result]]:
 
 
 def main(settings: Settings, *, stages: list[str], quick: bool, readings: int | None,
-         out_json: str | None, out_md: str | None = None) -> int:
-    ctx = Context(settings, quick, readings or (QUICK_READINGS if quick else FULL_READINGS))
+         out_json: str | None, out_md: str | None = None, repeat: int | None = None) -> int:
+    ctx = Context(settings, quick, readings or (QUICK_READINGS if quick else FULL_READINGS),
+                  repeat or (1 if quick else FULL_REPEAT))
     stages = stages or list(STAGES)
     print(f"bench: stages {', '.join(stages)}; {ctx.readings:,} backlog readings; "
           f"{os.cpu_count()} cores; Python {platform.python_version()}"
-          f"{'; quick' if quick else ''}", flush=True)
+          f"; {ctx.repeat} run(s) per job figure{'; quick' if quick else ''}", flush=True)
     results: list[Result] = []
     failed: list[str] = []
     for name in stages:

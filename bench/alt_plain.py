@@ -7,7 +7,8 @@ schema by id from the registry, cached) -> dicts of open windows -> confluent-ka
 semantics as jobs/downsample/downsample.sql:
 
 - event time is the Kafka record timestamp; watermark = max event time - out-of-orderness
-  (5 s), the minimum over the partitions that have had data;
+  (5 s), the minimum over the partitions (none until every partition with data has had a
+  record, as Flink's Kafka source holds its watermark back for a split without one);
 - per asset + tag, tumbling 1-minute and 1-hour windows aligned to the epoch; a window is
   emitted when the watermark reaches its end - 1 ms (when Flink fires it);
 - min/max/avg/first/last over GOOD samples with a value, count of GOOD samples, count_other of
@@ -205,6 +206,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         if high > low:
             pending.add(p)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    nonempty = frozenset(pending)
 
     minute, hour = Windows(args.minute_ms), Windows(args.hour_ms)
     minute_ms = args.minute_ms
@@ -311,7 +313,9 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             part: int = msg.partition()  # type: ignore[assignment]
             if ts > max_ts.get(part, -(2**62)):
                 max_ts[part] = ts
-                wm = min(max_ts.values()) - ooo
+                # as Flink's source: the minimum over every partition with data to read, so
+                # none until each has had a record (a partition read first is not ahead)
+                wm = min(max_ts.values()) - ooo if len(max_ts) >= len(nonempty) else watermark
                 if wm > watermark:
                     watermark = wm
                     if minute.ends and minute.ends[0] <= watermark + 1:

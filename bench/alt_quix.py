@@ -14,7 +14,8 @@ The same semantics as jobs/downsample/downsample.sql, built from Quix's document
   schema by id from the registry, cached) and routes what cannot be used to a dead-letter
   branch (DeadLetter Avro): not Avro, unknown schema id, undecodable body, NaN/inf value,
   source time far in the future, late (its 1-minute window already emitted, judged on the
-  per-partition watermark = max event time - out-of-orderness, as Flink does);
+  watermark = max event time - out-of-orderness, the minimum over the partitions and none
+  until each partition with data has had a record, as Flink's source does);
 - two branches of tumbling windows (1 minute, 1 hour) over the Kafka record timestamp,
   `reduce` to min/max/sum/first/last/count over GOOD samples and count_other, `final()` with
   the "partition" closing strategy and grace = out-of-orderness - 1 ms, so a window closes
@@ -272,7 +273,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         watermark = state["watermark"]
         if ts > max_ts.get(p, -(2**62)):
             max_ts[p] = ts
-            state["watermark"] = max(watermark, min(max_ts.values()) - ooo)
+            if len(max_ts) >= len(ends):  # every partition with data has had a record
+                state["watermark"] = max(watermark, min(max_ts.values()) - ooo)
         if raw is None or len(raw) < 5 or raw[0] != 0:
             return dead(raw, key, ctx, "not_avro", "no Confluent wire-format header (magic "
                         "byte 0)")

@@ -41,8 +41,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench import common, procs
-from bench.backlog import backlog_topic, job_result, time_job
-from bench.common import Context, JobRun, Result, Target, records_in, wire_decoder
+from bench.backlog import Mix, backlog_topic, job_results, run_all
+from bench.common import Context, JobRun, Result, Spread, Target, records_in, wire_decoder
 from otbridge.codec.avro import millis
 from otbridge.kafka import TopicSpec, admin, consumer_config, ensure_topics, producer_config
 from otbridge.registry import schema_text
@@ -51,7 +51,7 @@ from otbridge.settings import Settings
 #: the Quix Streams virtualenv's pins (quixstreams 3.28.1 requires confluent-kafka < 2.13)
 QUIX_REQUIREMENTS = ("quixstreams==3.28.1", "confluent-kafka==2.12.2", "fastavro==1.13.1")
 RATIO_TARGET = Target(">=", 3.0, "x")  # otbridge's rate over the alternative's
-KEYS = 300  # the shared backlog's asset/tag pairs (backlog.preload's default)
+KEYS = Mix().keys  # the shared backlog's asset/tag pairs
 ALT_SCRIPTS = {"plain": "plain Python script (confluent-kafka + fastavro + dicts)",
                "quix": "Quix Streams 3.28.1"}
 FLOAT_FIELDS = ("min", "max", "first", "last")
@@ -263,22 +263,69 @@ def compare(ref: dict[WindowKey, list[dict[str, Any]]],
 
 # --------------------------------------------------------------------------------- stage
 
+@dataclass
+class Checked:
+    """One run of an alternative, its output compared with otbridge's."""
+
+    rate: float  # records/s, as the script timed itself
+    records: int
+    seconds: float
+    same: bool
+    note: str
+    settings: dict[str, Any]
+
+
+def check_run(settings: Settings, run: AltRun, n: int, ref_1m: dict[WindowKey, list[Any]],
+              ref_1h: dict[WindowKey, list[Any]], ref_dlq: int) -> Checked:
+    try:
+        report = run.report
+        alt_1m = read_windows(settings, run.outputs["readings_1m"])
+        alt_1h = read_windows(settings, run.outputs["readings_1h"])
+        c1m, c1h = compare(ref_1m, alt_1m), compare(ref_1h, alt_1h)
+    finally:
+        delete_topics(settings, run)
+    records, seconds = int(report["records"]), float(report["seconds"])
+    rate = records / seconds if seconds > 0 else 0.0
+    complete = records == n and report.get("ended_by") == "end_offsets"
+    dlq_same = report["dlq"] == ref_dlq
+    same = c1m.same and complete and dlq_same and not (
+        c1h.differ or c1h.missing or c1h.extra or c1h.duplicated)
+    verdict = ("same output" if same else
+               "output NOT verified (otbridge committed no 1m window)" if not ref_1m else
+               "NOT the same output")
+    note = (f"{verdict}: 1m windows {c1m.text()}; 1h windows {c1h.matched} equal, "
+            f"{c1h.differ + c1h.missing + c1h.extra + c1h.duplicated} different, "
+            f"{c1h.not_compared} not compared; dead letters {report['dlq']} "
+            f"(otbridge {ref_dlq}) {report.get('dlq_reasons', {})}")
+    if not complete:
+        note += f"; consumed {records:,} of {n:,} ({report.get('ended_by')})"
+    alt_settings = {k: v for k, v in report.get("settings", {}).items() if k != "group"}
+    alt_settings |= {"timed": "first record -> output flushed + offsets committed",
+                     "wall_s": round(run.wall_seconds, 1),
+                     "out_1m": report["out_1m"], "out_1h": report["out_1h"]}
+    return Checked(rate, records, seconds, same, note, alt_settings)
+
+
 def stage_alternatives(ctx: Context) -> list[Result]:
     backlog = backlog_topic(ctx)
     topic, n = backlog.topic, backlog.readings
     settings = ctx.settings
     results: list[Result] = []
     if ctx.shared.downsample is None:
-        timing, outputs = time_job(settings, "downsample", topic, n, parallelism=1)
-        ctx.shared.downsample = JobRun(timing, outputs)
-        results.append(job_result("alternatives", "downsample", n, timing, 1, KEYS,
-                                  with_target=False))
-        results[-1].figure = f"otbridge {results[-1].figure} (the ratios' reference)"
-        print(f"  {results[-1].figure}: {results[-1].value:,.0f} records/s", flush=True)
-    # both sides timed once processing runs: otbridge from its first committed offset, the
-    # alternatives from their first record
+        done = run_all(ctx, n, [("downsample", 1, topic)])[("downsample", 1, topic)]
+        ctx.shared.downsample = JobRun(done[0][0], done[0][1],
+                                       Spread.of([t.rate for t, _ in done]))
+        rows = job_results("alternatives", "downsample", n, [t for t, _ in done], 1, KEYS,
+                           with_target=False)
+        for row in rows:
+            row.figure = f"otbridge {row.figure} (the ratios' reference)"
+            print(f"  {row.figure}: {row.value:,} {row.unit}", flush=True)
+        results += rows
+        common.delete_topics(settings, {t for _, outs in done[1:] for t in outs.values()})
+    # both sides timed once processing runs: otbridge from its first output to its last, the
+    # alternatives from their first record to their output flushed
     reference = ctx.shared.downsample
-    ref_rate = reference.timing.rate
+    ref_rate = reference.rates.median if reference.rates else reference.timing.rate
     ref_outputs = reference.outputs
     ref_1m = read_windows(settings, ref_outputs["readings_1m"])
     ref_1h = read_windows(settings, ref_outputs["readings_1h"])
@@ -286,8 +333,11 @@ def stage_alternatives(ctx: Context) -> list[Result]:
     timeout_s = 600 if ctx.quick else 7200
 
     for name, label in ALT_SCRIPTS.items():
+        checked: list[Checked] = []
         try:
-            run = run_alternative(settings, name, topic, timeout_s=timeout_s)
+            for _ in range(ctx.repeat):
+                run = run_alternative(settings, name, topic, timeout_s=timeout_s)
+                checked.append(check_run(settings, run, n, ref_1m, ref_1h, ref_dlq))
         except Exception as exc:
             print(f"  {name}: failed: {exc}", flush=True)
             results.append(Result("alternatives", f"{label}: downsample", 0, "records/s",
@@ -295,43 +345,24 @@ def stage_alternatives(ctx: Context) -> list[Result]:
             results.append(Result("alternatives", f"otbridge / {name}", 0, "x",
                                   target=RATIO_TARGET, met=False, note="not run"))
             continue
-        try:
-            report = run.report
-            alt_1m = read_windows(settings, run.outputs["readings_1m"])
-            alt_1h = read_windows(settings, run.outputs["readings_1h"])
-            c1m, c1h = compare(ref_1m, alt_1m), compare(ref_1h, alt_1h)
-        finally:
-            delete_topics(settings, run)
-        records, seconds = int(report["records"]), float(report["seconds"])
-        rate = records / seconds if seconds > 0 else 0.0
-        complete = records == n and report.get("ended_by") == "end_offsets"
-        dlq_same = report["dlq"] == ref_dlq
-        same = c1m.same and complete and dlq_same and not (
-            c1h.differ or c1h.missing or c1h.extra or c1h.duplicated)
-        verdict = ("same output" if same else
-                   "output NOT verified (otbridge committed no 1m window)" if not ref_1m else
-                   "NOT the same output")
-        note = (f"{verdict}: 1m windows {c1m.text()}; 1h windows {c1h.matched} equal, "
-                f"{c1h.differ + c1h.missing + c1h.extra + c1h.duplicated} different, "
-                f"{c1h.not_compared} not compared; dead letters {report['dlq']} "
-                f"(otbridge {ref_dlq})")
-        if not complete:
-            note += f"; consumed {records:,} of {n:,} ({report.get('ended_by')})"
-        alt_settings = {k: v for k, v in report.get("settings", {}).items() if k != "group"}
-        alt_settings |= {"timed": "first record -> output flushed + offsets committed",
-                         "wall_s": round(run.wall_seconds, 1),
-                         "out_1m": report["out_1m"], "out_1h": report["out_1h"]}
-        results.append(Result("alternatives", f"{label}: downsample", round(rate),
-                              "records/s", records=records, seconds=seconds,
-                              settings=alt_settings, note=note))
-        ratio = ref_rate / rate if rate > 0 else 0.0
+        same = all(c.same for c in checked)
+        shown = next((c for c in checked if not c.same), checked[0])
+        rates = Spread.of([c.rate for c in checked])
+        results.append(Result("alternatives", f"{label}: downsample", round(rates.median),
+                              "records/s", records=shown.records, seconds=shown.seconds,
+                              settings=shown.settings, note=shown.note,
+                              spread=(round(rates.low), round(rates.high)), runs=rates.runs))
+        ratio = ref_rate / rates.median if rates.median > 0 else 0.0
         results.append(Result(
             "alternatives", f"otbridge / {name}", round(ratio, 2), "x", records=n,
             seconds=reference.timing.total_s, target=RATIO_TARGET, met=same,
             settings={"otbridge_records_per_s": round(ref_rate),
-                      f"{name}_records_per_s": round(rate),
-                      "otbridge_timed": "first committed offset -> committed end offset (p=1)"},
-            note="" if same else "output differs or unverified: not met whatever the ratio"))
-        print(f"  {label}: {rate:,.0f} records/s; otbridge/{name} = {ratio:.2f}x; {verdict}",
-              flush=True)
+                      f"{name}_records_per_s": round(rates.median),
+                      "otbridge_timed": "first dead letter -> last output, appended (p=1)"},
+            note="medians of both" + ("" if same else
+                                      "; output differs or unverified: not met whatever the "
+                                      "ratio")))
+        verdict = "same output" if same else "NOT the same output"
+        print(f"  {label}: {rates.median:,.0f} records/s; otbridge/{name} = {ratio:.2f}x; "
+              f"{verdict}", flush=True)
     return results

@@ -17,8 +17,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         raise OtbridgeError(f"bench: unknown stage {', '.join(unknown)}; valid stages: "
                             f"{', '.join(stages)}")
+    if args.repeat is not None and args.repeat < 1:
+        raise OtbridgeError(f"bench: --repeat must be at least 1, not {args.repeat}")
     return bench.main(settings, stages=args.stages, quick=args.quick, readings=args.readings,
-                      out_json=args.json, out_md=args.markdown)
+                      out_json=args.json, out_md=args.markdown, repeat=args.repeat)
 
 
 def register(sub: Any) -> None:
@@ -36,6 +38,9 @@ def register(sub: Any) -> None:
                          help="a small version of every stage (minutes, not an hour)")
     bench_p.add_argument("--readings", type=int, metavar="N",
                          help="backlog size (default 1,000,000; 20,000 with --quick)")
+    bench_p.add_argument("--repeat", type=int, metavar="N",
+                         help="runs per job and alternative figure; the table shows their "
+                              "median and min-max (default 3; 1 with --quick)")
     bench_p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench_p.add_argument("--markdown", metavar="FILE", help="also write the markdown table")
     bench_p.set_defaults(handler=cmd_bench)

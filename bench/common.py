@@ -3,8 +3,9 @@ what one stage leaves for a later one), the table, and the product's codec as be
 
 from __future__ import annotations
 
+import statistics
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -74,6 +75,9 @@ class Result:
     met: bool | None = None
     settings: Params = field(default_factory=dict)
     note: str = ""
+    #: with repeated runs: `value` is their median, `spread` (min, max), `runs` how many
+    spread: tuple[float, float] | None = None
+    runs: int = 1
 
     def __post_init__(self) -> None:
         if self.target is None:
@@ -84,21 +88,44 @@ class Result:
         self.met = reached if self.met is None else (self.met and reached)
 
 
+@dataclass(frozen=True)
+class Spread:
+    """The median of repeated measurements and their range."""
+
+    median: float
+    low: float
+    high: float
+    runs: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        if not values:
+            raise ValueError("no measurements")
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    @property
+    def range(self) -> tuple[float, float]:
+        return (self.low, self.high)
+
+
 @dataclass
 class Backlog:
     """The shared backlog topic (backlog.backlog_topic) and how fast it was written."""
 
     topic: str
-    readings: int
+    readings: int  # records in the topic, poison and end markers included
     preload_rate: float  # records/s
+    mix: str = ""  # what is in it (backlog.Mix.describe)
 
 
 @dataclass
 class JobRun:
-    """otbridge's downsample job on the backlog: its timing and its output topics."""
+    """otbridge's downsample job on the backlog: the timing and output topics of its first
+    run, and the rates of all its runs."""
 
     timing: Timing
     outputs: dict[str, str]  # role -> topic
+    rates: Spread | None = None  # records/s over the repeated runs
 
 
 @dataclass
@@ -120,6 +147,7 @@ class Context:
     settings: Settings
     quick: bool
     readings: int
+    repeat: int = 1  # runs per figure: the table shows their median and min-max
     shared: Shared = field(default_factory=Shared)
 
 
@@ -127,6 +155,14 @@ def fmt(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def value_cell(r: Result) -> str:
+    """`1,234 records/s`, with repeated runs `1,234 records/s (1,100-1,300, 3 runs)`."""
+    cell = f"{fmt(r.value)} {r.unit}"
+    if r.spread is not None and r.runs > 1:
+        cell += f" ({fmt(r.spread[0])}-{fmt(r.spread[1])}, median of {r.runs})"
+    return cell
 
 
 def table(results: list[Result]) -> str:
@@ -138,7 +174,7 @@ def table(results: list[Result]) -> str:
         if r.note:
             s = f"{s}; {r.note}" if s else r.note
         target = "-" if r.target is None else str(r.target)
-        lines.append(f"| {r.stage} | {r.figure} | {fmt(r.value)} {r.unit} | {target} "
+        lines.append(f"| {r.stage} | {r.figure} | {value_cell(r)} | {target} "
                      f"| {met} | {r.records:,} | {r.seconds:.1f} | {s} |")
     return "\n".join(lines)
 
