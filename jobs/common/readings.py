@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from pyflink.table import StatementSet, TableEnvironment
+from pyflink.table import StatementSet, StreamTableEnvironment, Table, TableEnvironment
 
 from otbridge.flinkjob import kafka_avro_sink, kafka_raw_source, render_sql
 from otbridge.registry import schema_json
@@ -55,6 +55,23 @@ def late_condition(window_s: int | None, allowed_lateness_s: int) -> str:
     return f"{index('r.event_ts')} < {index(next_ms)}"
 
 
+def one_source(t_env: StreamTableEnvironment, table: Table) -> Table:
+    """`table` planned now, once, as a DataStream, and read back as a table with the same
+    columns, event time and watermarks. Every plan made from the returned table (each
+    `to_data_stream()`, the statement set) shares that one DataStream, so its source and
+    decode run once. The table's time attribute must be `event_ts`."""
+    from pyflink.table import DataTypes, Schema
+    from pyflink.table.expressions import col
+
+    stream = t_env.to_data_stream(table)  # translated here: the record timestamp is event_ts
+    back = t_env.from_data_stream(stream, Schema.new_builder()
+                                  .column_by_metadata("rowtime", DataTypes.TIMESTAMP_LTZ(3))
+                                  .watermark("rowtime", "SOURCE_WATERMARK()")
+                                  .build())
+    names = [n for n in table.get_resolved_schema().get_column_names() if n != "event_ts"]
+    return back.select(col("rowtime").alias("event_ts"), *(col(n) for n in names))
+
+
 def register_readings(
     t_env: TableEnvironment,
     stmt_set: StatementSet,
@@ -69,13 +86,19 @@ def register_readings(
     allowed_lateness_s: int = 0,
     late_window_s: int | None = None,
     max_future_s: float = 300.0,
+    shared_stream: bool = False,
 ) -> None:
     """Create the `readings` view (usable readings, event time `event_ts`) and route the rest
     of iiot.readings to the dead-letter topic as part of stmt_set.
 
     A reading is late when the job can no longer use it: with `late_window_s`, when the
     tumbling window of that size it falls into has already been closed by the watermark
-    (minus `allowed_lateness_s`); without, when it is older than the watermark."""
+    (minus `allowed_lateness_s`); without, when it is older than the watermark.
+
+    `shared_stream`: for a job that also converts `readings` with `to_data_stream()`. That
+    conversion is planned on its own, apart from the statement set, and would read and decode
+    the topic a second time; with this the decoded records are one DataStream that both
+    plans read (see `one_source`)."""
     register_decoder(t_env, settings, max_future_s)
     params = {
         "readings_source": kafka_raw_source(
@@ -101,7 +124,11 @@ def register_readings(
         if view:
             # a view made from one Table is one node of the plan, shared by every INSERT that
             # reads it; a SQL view is expanded (and, through LATERAL TABLE, decoded) per INSERT
-            t_env.create_temporary_view(view["name"], t_env.sql_query(view["query"]))
+            table = t_env.sql_query(view["query"])
+            if shared_stream and view["name"] == "readings_decoded":
+                assert isinstance(t_env, StreamTableEnvironment)
+                table = one_source(t_env, table)
+            t_env.create_temporary_view(view["name"], table)
         else:
             t_env.execute_sql(statement)
     stmt_set.add_insert_sql(insert)

@@ -127,6 +127,7 @@ def build(
     register_readings(
         t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
+        shared_stream=True,  # the state machines read it through to_data_stream()
     )
     *ddl, insert = render_sql(SQL, {
         "rule_filter": sql_filter(parsed),

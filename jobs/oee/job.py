@@ -129,6 +129,7 @@ def build(
         t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
         late_window_s=window_s,
+        shared_stream=True,  # the state machines read it through to_data_stream()
     )
     *ddl, insert = render_sql(SQL, {
         "oee_sink": kafka_avro_sink(
