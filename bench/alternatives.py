@@ -6,20 +6,23 @@ same backlog and checked for the same output, each as a ratio to otbridge's job 
            from its own virtualenv under the state folder (quixstreams pins an older
            confluent-kafka than otbridge), created here on first use
 
-Each runs as a subprocess on the shared backlog (backlog.backlog_topic) with fresh output
-topics; its time is the one it reports itself: from the first record it got to its output
-flushed and its offsets committed (start-up, registry look-ups and the consumer group join
-are left out; the subprocess's wall time is in the settings). otbridge's figure is the jobs
-stage's downsample p=1 time from the same run (RUNNING -> committed end offset, so it includes
-the job's own start-up and up to one checkpoint interval); if the jobs stage did not run, this
-stage times the job itself.
+Each runs as a subprocess on the shared backlog (backlog.backlog_topic: 10,000 keys on 3
+partitions, out of order within the watermark bound, BAD and poison records, end markers) with
+fresh output topics, --repeat times; its time is the one it reports itself: from the first
+record it got to its output flushed and its offsets committed (start-up, registry look-ups and
+the consumer group join are left out; the subprocess's wall time is in the settings).
+otbridge's figure is the jobs stage's downsample p=1 median from the same run (first dead
+letter -> last output, by the broker's append times; see bench/backlog.py); if the jobs stage
+did not run, this stage times the job itself. The ratio is of the medians.
 
 Same output: every 1-minute window (and 1-hour window) the alternative wrote is compared with
 otbridge's, by key (asset|tag) and window start: count and count_other exactly, min, max, first,
 last and unit exactly, avg to 1e-9. otbridge writes with Kafka transactions committed on
-checkpoints and is cancelled once its input offsets are committed, so the windows fired by its
-last watermark may not be committed yet: windows ending after the last window end otbridge
-committed are counted as "not compared", not as a difference. A window otbridge has and the
+checkpoints; it is cancelled two checkpoints after its input offsets reached the end, so every
+window the end markers' watermark fires is committed; windows ending after the last window end
+otbridge committed (the 1-hour ones, mostly) are counted as "not compared", not as a
+difference. The dead letters must be as many as otbridge's. First and last are by arrival
+order within a key, as Flink's FIRST_VALUE / LAST_VALUE are. A window otbridge has and the
 alternative lacks, one the alternative has at or before otbridge's last window end and
 otbridge lacks, a window written twice, or any field that differs, is a difference.
 """
@@ -317,8 +320,8 @@ def stage_alternatives(ctx: Context) -> list[Result]:
                                        Spread.of([t.rate for t, _ in done]))
         rows = job_results("alternatives", "downsample", n, [t for t, _ in done], 1, KEYS,
                            with_target=False)
+        rows[0].figure = f"otbridge {rows[0].figure} (the ratios' reference)"
         for row in rows:
-            row.figure = f"otbridge {row.figure} (the ratios' reference)"
             print(f"  {row.figure}: {row.value:,} {row.unit}", flush=True)
         results += rows
         common.delete_topics(settings, {t for _, outs in done[1:] for t in outs.values()})
