@@ -177,6 +177,9 @@ def create_table_env(
     config.set("pipeline.name", job_name)
     # quiet partitions (a device that stopped sending) must not stall everyone's windows
     config.set("table.exec.source.idle-timeout", f"{idle_timeout_s} s")
+    # chained operators hand records on without a serializer copy (SQL operators never keep
+    # or change a record they were given; the Python functions get their own copies anyway)
+    config.set("pipeline.object-reuse", "true")
     return t_env
 
 

@@ -23,19 +23,36 @@ def plan_nodes(settings: Settings, job_id: str) -> list[dict]:
     return nodes
 
 
-@pytest.mark.parametrize("name", sorted(ROLES))
-def test_one_source_per_job(live_stack: Settings, unique: str, name: str) -> None:
-    """One Kafka source (and so one decode, one consumer of the group) per job: a job whose
-    `to_data_stream()` is planned apart from its statement set reads the topic twice."""
-    settings = live_stack
+def submitted_plan(settings: Settings, unique: str, name: str) -> list[dict]:
+    """The plan of job `name` submitted on topics of its own (cancelled again at once)."""
     topics = {role: f"test.{role}.{unique}" for role in ROLES[name]}
     ensure_topics(settings, [TopicSpec(t, partitions=1) for t in topics.values()])
     job_id = jobs.submit(settings, name, job_args=[
         f"--name-suffix=-{unique}", *(f"--topic={r}={t}" for r, t in topics.items())])
     try:
-        nodes = plan_nodes(settings, job_id)
+        return plan_nodes(settings, job_id)
     finally:
         jobs.cancel(settings, job_id)
+
+
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_one_source_per_job(live_stack: Settings, unique: str, name: str) -> None:
+    """One Kafka source (and so one decode, one consumer of the group) per job: a job whose
+    `to_data_stream()` is planned apart from its statement set reads the topic twice."""
+    nodes = submitted_plan(live_stack, unique, name)
     sources = [n["description"] for n in nodes if not n.get("inputs")]
     assert len(sources) == 1, sources
     assert "readings_raw" in sources[0]
+
+
+def test_downsample_window_aggregates_run_in_two_phases(live_stack: Settings, unique: str
+                                                       ) -> None:
+    """Both window aggregates (1 min, 1 h) are split: a local phase in the source's chain and a
+    global one behind the keyed exchange, so partial results cross it, not every reading
+    (FIRST_VALUE / LAST_VALUE cannot merge and rule that out)."""
+    nodes = submitted_plan(live_stack, unique, "downsample")
+    source = next(n["description"] for n in nodes if not n.get("inputs"))
+    behind = [n["description"] for n in nodes if n.get("inputs")]
+    assert source.count("LocalWindowAggregate") == 2, source
+    assert len(behind) == 2
+    assert all("GlobalWindowAggregate" in d for d in behind), behind

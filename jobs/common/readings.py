@@ -43,13 +43,14 @@ def register_decoder(t_env: TableEnvironment, settings: Settings, max_future_s: 
 def late_condition(window_s: int | None, allowed_lateness_s: int) -> str:
     """SQL: true when r.event_ts can no longer be used. Flink closes a tumbling window once the
     watermark reaches its end minus 1 ms, i.e. once watermark + 1 ms lies in a later window;
-    windows are aligned to the epoch, as TUMBLE aligns them."""
+    windows are aligned to the epoch, as TUMBLE aligns them. Window indexes are integers (INT /
+    INT truncates, which is the floor for times after the epoch): no DECIMAL per reading."""
     watermark = f"CURRENT_WATERMARK(r.event_ts) - INTERVAL '{allowed_lateness_s}' SECOND"
     if not window_s:
         return f"r.event_ts < {watermark}"
 
     def index(ts: str) -> str:
-        return f"FLOOR(TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), {ts}) / {window_s}.0)"
+        return f"TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), {ts}) / {int(window_s)}"
 
     next_ms = watermark + " + INTERVAL '0.001' SECOND"
     return f"{index('r.event_ts')} < {index(next_ms)}"

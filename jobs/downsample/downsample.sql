@@ -1,6 +1,10 @@
 -- downsample: cold-storage aggregates per asset and tag over tumbling 1-minute and 1-hour
 -- windows of event time; min/max/avg/first/last/count over GOOD samples, the rest counted.
 -- Input: the `readings` view of jobs/common/readings.sql (decoded, DLQ already split off).
+-- first_non_null / last_non_null are FIRST_VALUE / LAST_VALUE (non-null, arrival order) that can
+-- merge (jobs/udf): every aggregate here can, so each window aggregate runs in two phases, a
+-- local one beside the source and a global one behind the keyed exchange, and partial results
+-- cross the exchange instead of every reading.
 
 -- sink: iiot.readings.1m, keyed by asset + tag, exactly-once
 CREATE TEMPORARY TABLE agg_1m (
@@ -29,12 +33,12 @@ CREATE TEMPORARY TABLE agg_1h WITH (
 INSERT INTO agg_1m
 SELECT
   CONCAT(asset, '|', tag), asset, tag, window_start, window_end,
-  LAST_VALUE(unit),
+  last_non_null(unit),
   MIN(`value`) FILTER (WHERE quality = 'GOOD'),
   MAX(`value`) FILTER (WHERE quality = 'GOOD'),
   AVG(`value`) FILTER (WHERE quality = 'GOOD'),
-  FIRST_VALUE(`value`) FILTER (WHERE quality = 'GOOD'),
-  LAST_VALUE(`value`) FILTER (WHERE quality = 'GOOD'),
+  first_non_null(`value`) FILTER (WHERE quality = 'GOOD'),
+  last_non_null(`value`) FILTER (WHERE quality = 'GOOD'),
   COUNT(*) FILTER (WHERE quality = 'GOOD'),
   COUNT(*) FILTER (WHERE quality <> 'GOOD')
 FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(event_ts), INTERVAL '${minute_window_s}' SECOND(9)))
@@ -43,12 +47,12 @@ GROUP BY asset, tag, window_start, window_end;
 INSERT INTO agg_1h
 SELECT
   CONCAT(asset, '|', tag), asset, tag, window_start, window_end,
-  LAST_VALUE(unit),
+  last_non_null(unit),
   MIN(`value`) FILTER (WHERE quality = 'GOOD'),
   MAX(`value`) FILTER (WHERE quality = 'GOOD'),
   AVG(`value`) FILTER (WHERE quality = 'GOOD'),
-  FIRST_VALUE(`value`) FILTER (WHERE quality = 'GOOD'),
-  LAST_VALUE(`value`) FILTER (WHERE quality = 'GOOD'),
+  first_non_null(`value`) FILTER (WHERE quality = 'GOOD'),
+  last_non_null(`value`) FILTER (WHERE quality = 'GOOD'),
   COUNT(*) FILTER (WHERE quality = 'GOOD'),
   COUNT(*) FILTER (WHERE quality <> 'GOOD')
 FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(event_ts), INTERVAL '${hour_window_s}' SECOND(9)))

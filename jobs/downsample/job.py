@@ -15,6 +15,16 @@ NAME = "downsample"
 SQL = Path(__file__).with_name("downsample.sql")
 
 
+def register_first_last(t_env: TableEnvironment) -> None:
+    """`first_non_null(x)` and `last_non_null(x)`: jobs/udf's mergeable twins of FIRST_VALUE and
+    LAST_VALUE (their jar is on pipeline.jars once `register_readings` has run)."""
+    from pyflink.java_gateway import get_gateway
+
+    udf = get_gateway().jvm.io.otbridge.flink
+    t_env._j_tenv.createTemporarySystemFunction("first_non_null", udf.FirstValue())
+    t_env._j_tenv.createTemporarySystemFunction("last_non_null", udf.LastValue())
+
+
 def build(
     t_env: TableEnvironment,
     settings: Settings,
@@ -33,6 +43,8 @@ def build(
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
         late_window_s=minute_window_s,
     )
+
+    register_first_last(t_env)
 
     def sink(topic: str) -> str:
         return kafka_avro_sink(
