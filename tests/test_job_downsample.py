@@ -63,6 +63,7 @@ def test_exact_aggregates_with_bad_samples_excluded(live_stack: Settings, unique
     h10 = hour[(f"{PRESS}|temperature", "10:00")]
     assert (h10["min"], h10["max"], h10["avg"], h10["count"], h10["count_other"]) == (
         40.0, 50.0, 44.0, 4, 2)
+    assert (h10["first"], h10["last"], h10["unit"]) == (40.0, 50.0, "degC")
     assert h10["window_end"] == at(11, 0)
     assert len(hour) == 3
 
