@@ -113,12 +113,31 @@ def partition_of(asset: str, partitions: int) -> int:
     return zlib.crc32(asset.encode()) % partitions
 
 
+def mix_assets(mix: Mix) -> list[str]:
+    """The asset paths of `mix` (TAGS of each make its keys)."""
+    return [f"acme/berlin/body/line{a % 4}/m{a:06d}" for a in range(-(-mix.keys // len(TAGS)))]
+
+
+def publish_master_data(settings: Settings, topic: str, mix: Mix) -> None:
+    """Asset master data for every asset of `mix` (state 1 RUNNING, 3 UNPLANNED_STOP, as the
+    backlog's state tag says), so the oee job computes windows instead of waiting for it."""
+    from jobs.oee.masterdata import AssetsFile, publish_assets
+
+    assets = AssetsFile.model_validate({
+        "defaults": {"ideal_cycle_time_s": 1.0, "state_tag": "state",
+                     "total_count_tag": "count_total", "good_count_tag": "count_good",
+                     "state_codes": {1: "RUNNING", 3: "UNPLANNED_STOP"}},
+        "assets": [{"asset": a} for a in mix_assets(mix)],
+    })
+    publish_assets(settings, assets, topic=topic)
+
+
 def mix_records(n: int, encoder: ReadingEncoder, *, mix: Mix, t0_ms: int) -> Iterator[Record]:
     """n records of `mix`, event time from t0_ms, in the order they are to be written."""
     if n < 2 * mix.partitions:
         raise ValueError(f"a backlog needs at least {2 * mix.partitions} records, not {n}")
     rng = random.Random(mix.seed)
-    assets = [f"acme/berlin/body/line{a % 4}/m{a:06d}" for a in range(-(-mix.keys // len(TAGS)))]
+    assets = mix_assets(mix)
     series = [Series.of(assets[i // len(TAGS)], TAGS[i % len(TAGS)],
                         UNITS[TAGS[i % len(TAGS)]], "bench") for i in range(mix.keys)]
     part = [partition_of(s.asset, mix.partitions) for s in series]
@@ -340,7 +359,12 @@ def time_job(settings: Settings, name: str, topic: str, n: int, *, parallelism: 
     ensure_topics(settings, [TopicSpec(t, partitions=1, config=APPEND_TIME)
                              for t in outputs.values()])
     tm_pid, kafka_pid = stack_pid(settings, "flink-taskmanager"), stack_pid(settings, "kafka")
-    extra = ["--stale-after-s=60"] if name == "oee" else []
+    extra: list[str] = []
+    master: dict[str, str] = {}
+    if name == "oee":  # with master data for every backlog asset, or it emits no window
+        master["assets"] = f"bench.assets{suffix}"
+        publish_master_data(settings, master["assets"], Mix())
+        extra = ["--stale-after-s=60", f"--topic=assets={master['assets']}"]
     group = f"otbridge-{name}{suffix}"
     # reads the job's committed offsets only: never subscribes, never commits
     watcher = Consumer(consumer_config(settings, group))
@@ -395,7 +419,7 @@ def time_job(settings: Settings, name: str, topic: str, n: int, *, parallelism: 
     first, last = first_ms / 1000, last_ms / 1000
     cpu, kafka_cpu, window = cpu_between(samples, first, last)
     return Timing(last - running, first - running, n / (last - first), cpu, kafka_cpu,
-                  window), outputs
+                  window), {**outputs, **master}
 
 
 def per_million(cpu_s: float | None, n: int) -> float | None:
