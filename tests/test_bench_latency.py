@@ -21,9 +21,11 @@ from bench.latency import (
     MAX_STEPS,
     QUICK_SECONDS,
     QUICK_WARMUP_S,
+    SEARCH_P99_MS,
     TRIGGER_RULE,
     Step,
     capacity,
+    highest_rate,
     next_step,
     percentile,
     rules_yaml,
@@ -87,32 +89,43 @@ def test_percentile_is_nearest_rank() -> None:
     assert math.isnan(percentile([], 50))
 
 
-def _step(rate: float, sustained: bool, read: float | None = None) -> Step:
+def _step(rate: float, sustained: bool, read: float | None = None, *, p99_ms: float = 50,
+          made: float | None = None) -> Step:
     """A finished run; one that fell behind got through `read` readings/s, so its latency grew
-    by rate / read - 1 per second."""
-    step = Step(rate=rate, seconds=60, warmup_s=10, expected=120, seen=120)
+    by rate / read - 1 per second; its generator made `made` readings/s (default: the rate)."""
+    step = Step(rate=rate, seconds=60, warmup_s=10, expected=120, seen=120,
+                achieved=rate if made is None else made)
     slope = rate / read - 1 if read else 0.0
     step.trigger_ts = [1_000_000 + 500 * i for i in range(120)]
-    step.latencies_ms = [50 + slope * (ts - 1_000_000) for ts in step.trigger_ts]
+    step.latencies_ms = [p99_ms + slope * (ts - 1_000_000) for ts in step.trigger_ts]
     step.late_minus_early_ms = step.latencies_ms[-1] - step.latencies_ms[0]
     assert step.sustained == sustained
     return step
 
 
-def test_full_mode_searches_down_then_up_for_the_highest_sustained_rate() -> None:
-    assert next_step([_step(10_000, True)]) is None
+def test_full_mode_searches_for_the_highest_rate_within_the_p99_bound() -> None:
+    # every rate holds: double it, until a step does not hold or the steps run out
+    assert next_step([_step(10_000, True)]) == 20_000
+    steps = [_step(10_000, True), _step(20_000, True), _step(40_000, False, read=30_000)]
+    assert next_step(steps) == 30_000  # then halfway between what held and what did not
+    steps.append(_step(30_000, True, p99_ms=SEARCH_P99_MS + 1))  # kept up, but p99 too high
+    assert next_step(steps) == 25_000
+    steps.append(_step(25_000, True))
+    assert len(steps) == MAX_STEPS and next_step(steps) is None
+    assert highest_rate(steps).value == 25_000
+    assert "lowest that did not hold: 30,000/s" in highest_rate(steps).note
+    # the generator fell short: a higher rate would measure the generator, not the job
+    assert next_step([_step(10_000, True), _step(20_000, True, made=15_000)]) is None
+    # the full rate does not hold: down from what the job got through, then halfway up
     steps = [_step(10_000, False, read=2_169)]
     assert capacity(steps[0]) == pytest.approx(2_169)
     assert next_step(steps) == 1_750  # 85% of what the job got through while behind
     steps.append(_step(1_750, True))
-    assert next_step(steps) == 2_500  # up by half at most
-    steps.append(_step(2_500, True))
-    assert next_step(steps) == 3_750
-    steps.append(_step(3_750, True))
-    assert len(steps) == MAX_STEPS and next_step(steps) is None
+    assert next_step(steps) == 5_750
     assert next_step([_step(10_000, False, 4_000), _step(3_250, True),
-                      _step(3_750, False, 3_600)]) is None  # within two RATE_STEPs
+                      _step(3_750, False, 3_600)]) is None  # within the search's resolution
     assert next_step([_step(10_000, False, 9_000)]) == 7_000  # at most 70% of the last rate
+    assert math.isnan(highest_rate([_step(10_000, False, 4_000)]).value)
 
 
 def _left_running(settings: Settings, marker: str) -> list[str]:
@@ -146,7 +159,7 @@ def test_latency_quick_sees_every_alert_it_scheduled(live_stack: Settings) -> No
     p99_row = figures["reading->alert p99"]
     assert p99_row.value == pytest.approx(round(p99, 1))
     assert p99_row.target is None and p99_row.met is None  # the p99 target is the full rate's
-    for key in ("parallelism", "python_mode", "execution.buffer-timeout.interval",
+    for key in ("parallelism", "execution.buffer-timeout.interval",
                 "execution.checkpointing.interval", "load_producer_linger_ms"):
         assert key in p99_row.settings
     assert _left_running(live_stack, "-bench-lat-") == []
