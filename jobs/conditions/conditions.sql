@@ -1,7 +1,8 @@
 -- conditions: readings in, alert transitions out. The per asset + tag state machines (limits,
--- delays, stale timers, anomaly baselines) are Python: see detectors.py and job.py.
+-- delays, stale timers, anomaly baselines) run on the JVM: check_conditions, a process table
+-- function (jobs/udf io.otbridge.flink.conditions), the twin of detectors.py.
 
--- input of the state machines: only readings some rule watches (the rest never reach Python)
+-- input of the state machines: only readings some rule watches (the rest never reach them)
 CREATE TEMPORARY VIEW conditions_input AS
 SELECT asset, tag, `value`, quality, unit, event_ts
 FROM readings
@@ -26,10 +27,15 @@ CREATE TEMPORARY TABLE alerts_sink (
   ${alerts_sink}
 );
 
+-- state per asset + tag, deadlines as event-time timers; the output is prefixed with the
+-- partition columns (asset, tag) and suffixed with rowtime
 INSERT INTO alerts_sink
 SELECT
-  msg_key, asset, tag, rule, kind, severity, status,
-  CAST(TO_TIMESTAMP_LTZ(event_ts, 3) AS TIMESTAMP(3)),
-  CAST(TO_TIMESTAMP_LTZ(raised_ts, 3) AS TIMESTAMP(3)),
+  CONCAT(asset, '|', tag, '|', rule), asset, tag, rule, kind, severity, status,
+  CAST(TO_TIMESTAMP_LTZ(event_ms, 3) AS TIMESTAMP(3)),
+  CAST(TO_TIMESTAMP_LTZ(raised_ms, 3) AS TIMESTAMP(3)),
   `value`, threshold, message
-FROM alerts;
+FROM TABLE(check_conditions(
+  input => TABLE conditions_input PARTITION BY (asset, tag),
+  on_time => DESCRIPTOR(event_ts)
+));

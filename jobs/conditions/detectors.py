@@ -10,7 +10,8 @@ with event time exactly t0 + on_delay_s. `Monitor.on_reading(ts)` first fires ev
 before ts, then applies the sample (so a sample exactly at the deadline can still cancel it);
 `Monitor.on_time(now)` fires the deadlines up to now (the job calls it from an event-time
 timer, i.e. when the watermark passes the deadline). Which of the two fires a deadline does
-not change the result.
+not change the result: a deadline is fired with the unit in force before the sample, and a
+CLEARED carries the raised_ts of the episode it ends (even if the same sample raises again).
 """
 
 from __future__ import annotations
@@ -466,12 +467,16 @@ class Monitor:
             self._detectors[(asset, tag)] = found
         return found
 
-    def _alerts(self, ks: KeyState, det: Detector, st: Any, changes: list[Change]
+    def _alerts(self, ks: KeyState, det: Detector, raised_ts: int, changes: list[Change]
                 ) -> list[Alert]:
-        r = det.rule
-        return [Alert(ks.asset, ks.tag, r.name, r.kind, r.severity, c.status, c.event_ts,
-                      det.raised_ts(st) if c.status == CLEARED else c.event_ts,
-                      c.value, c.threshold, c.message) for c in changes]
+        """changes as Alerts; raised_ts: the detector's before the first of them."""
+        r, out = det.rule, []
+        for c in changes:
+            if c.status == RAISED:
+                raised_ts = c.event_ts
+            out.append(Alert(ks.asset, ks.tag, r.name, r.kind, r.severity, c.status, c.event_ts,
+                             raised_ts, c.value, c.threshold, c.message))
+        return out
 
     def on_reading(self, ks: KeyState, ts: int, value: float | None, quality: str,
                    unit: str | None = None) -> list[Alert]:
@@ -479,6 +484,7 @@ class Monitor:
         if ks.last_ts is not None and ts < ks.last_ts:
             return []
         ks.last_ts = ts
+        before = ks.unit  # deadlines before this sample fire as they would from the watermark
         if unit:
             ks.unit = unit
         out: list[Alert] = []
@@ -490,10 +496,11 @@ class Monitor:
             st = ks.rules.get(det.key)
             if st is None:
                 st = ks.rules[det.key] = det.new_state()
-            changes = det.advance(st, ts - 1, ks.unit)  # deadlines before this sample
+            raised_ts = det.raised_ts(st)
+            changes = det.advance(st, ts - 1, before)  # deadlines before this sample
             changes += det.sample(st, ts, value, quality, ks.unit)
             if changes:
-                out += self._alerts(ks, det, st, changes)
+                out += self._alerts(ks, det, raised_ts, changes)
         return out
 
     def on_time(self, ks: KeyState, now: int) -> list[Alert]:
@@ -502,9 +509,10 @@ class Monitor:
         for det in self.detectors(ks.asset, ks.tag):
             st = ks.rules.get(det.key)
             if st is not None:
+                raised_ts = det.raised_ts(st)
                 changes = det.advance(st, now, ks.unit)
                 if changes:
-                    out += self._alerts(ks, det, st, changes)
+                    out += self._alerts(ks, det, raised_ts, changes)
         return out
 
     def deadline(self, ks: KeyState) -> int | None:

@@ -17,93 +17,40 @@ fires until data returns.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from pyflink.common import Row, Types
-from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
-from pyflink.table import StatementSet, StreamTableEnvironment
+from pyflink.table import StatementSet, StreamTableEnvironment, TableEnvironment
 
 from jobs.common.readings import register_readings
-from jobs.conditions.detectors import Alert, KeyState, Monitor
-from jobs.conditions.rules import RULES_FILE, Rule, load_rules, sql_filter
-from otbridge.errors import ConfigError
+from jobs.conditions.rules import RULES_FILE, Rule, load_rules, rules_json, sql_filter
 from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
 from otbridge.settings import Settings
+from otbridge.udf import built_udf_jar
 
 NAME = "conditions"
 SQL = Path(__file__).with_name("conditions.sql")
-
-OUTPUT = Types.ROW_NAMED(
-    ["msg_key", "asset", "tag", "rule", "kind", "severity", "status", "event_ts", "raised_ts",
-     "value", "threshold", "message"],
-    [*[Types.STRING()] * 7, Types.LONG(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(),
-     Types.STRING()],
-)
+FUNCTION = "check_conditions"
 
 
-class ConditionFunction(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by asset + tag; every matching rule's state machine in one pickled KeyState.
+def register_conditions(t_env: TableEnvironment, settings: Settings, rules: Sequence[Rule]
+                        ) -> None:
+    """`check_conditions`: the state machines of detectors.py as a Java process table function
+    (jobs/udf io.otbridge.flink.conditions.ConditionsFunction), built with the rules as JSON.
+    Rules are validated here, in Python, only; their jar travels with the job in pipeline.jars
+    (register_readings adds it too: it is the same jar)."""
+    from pyflink.common import Configuration
+    from pyflink.java_gateway import get_gateway
 
-    Deadlines (on/off delays, stale timeouts) are event-time timers. Only the earliest one is
-    registered, and only when it moves earlier; a timer that finds its deadline moved on
-    registers the new one. So a tag read every second with a 30 s stale rule costs one timer
-    per 30 s, not one per reading.
-    """
-
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        self.rules = list(rules)
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.monitor = Monitor(self.rules)
-        self.state = runtime_context.get_state(
-            ValueStateDescriptor("key", Types.PICKLED_BYTE_ARRAY())
-        )
-        # the state of every key as last written: only this instance writes it, and a restore
-        # (after a failure) starts a fresh instance, so reading it back is never needed
-        self.cache: dict[str, KeyState] = {}
-
-    def _load(self, key: str) -> KeyState | None:
-        ks = self.cache.get(key)
-        if ks is None:
-            ks = self.state.value()
-            if ks is not None:
-                self.cache[key] = ks
-        return ks
-
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
-        key = ctx.get_current_key()
-        ks = self._load(key)
-        if ks is None:
-            ks = self.cache[key] = KeyState(value[0], value[1])
-        alerts = self.monitor.on_reading(ks, ctx.timestamp(), value[2], value[3], value[4])
-        self._arm(ks, ctx)
-        self.state.update(ks)
-        return [_row(a) for a in alerts]
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
-                 ) -> Iterable[Row]:
-        ks = self._load(ctx.get_current_key())
-        if ks is None:
-            return []
-        if ks.timer is not None and ks.timer <= timestamp:
-            ks.timer = None
-        alerts = self.monitor.on_time(ks, timestamp)
-        self._arm(ks, ctx)
-        self.state.update(ks)
-        return [_row(a) for a in alerts]
-
-    def _arm(self, ks: KeyState, ctx: KeyedProcessFunction.Context) -> None:
-        due = self.monitor.deadline(ks)
-        if due is not None and (ks.timer is None or due < ks.timer):
-            ctx.timer_service().register_event_time_timer(due)
-            ks.timer = due
-
-
-def _row(a: Alert) -> Row:
-    return Row(a.key, a.asset, a.tag, a.rule, a.kind, a.severity, a.status, a.event_ts,
-               a.raised_ts, a.value, a.threshold, a.message)
+    jar = built_udf_jar(settings.stack.lib_dir).as_uri()
+    config = t_env.get_config()
+    jars = Configuration.parse_list_value(config.get("pipeline.jars", "") or "")
+    if jar not in jars:
+        config.set("pipeline.jars", ";".join([*jars, jar]))
+    function = get_gateway().jvm.io.otbridge.flink.conditions.ConditionsFunction(
+        rules_json(rules)
+    )
+    t_env._j_tenv.createTemporarySystemFunction(FUNCTION, function)
 
 
 def build(
@@ -115,20 +62,14 @@ def build(
     group_suffix: str = "",
     rules: str | None = None,
 ) -> StatementSet:
-    if bounded:
-        raise ConfigError(
-            "conditions: --bounded is not supported: PyFlink 2.2 drops what a keyed function "
-            "emits from timers fired by the final watermark of a bounded input (stale alerts, "
-            "on-delays). Run it unbounded; deadlines fire as the readings' event time advances."
-        )
     parsed = load_rules(rules or RULES_FILE)
     topics = topics or {}
     stmt_set = t_env.create_statement_set()
     register_readings(
         t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
-        shared_stream=True,  # the state machines read it through to_data_stream()
     )
+    register_conditions(t_env, settings, parsed)
     *ddl, insert = render_sql(SQL, {
         "rule_filter": sql_filter(parsed),
         "alerts_sink": kafka_avro_sink(
@@ -139,14 +80,6 @@ def build(
     })
     for statement in ddl:
         t_env.execute_sql(statement)
-
-    alerts = (
-        t_env.to_data_stream(t_env.from_path("conditions_input"))
-        .key_by(lambda r: f"{r[0]}|{r[1]}", key_type=Types.STRING())
-        .process(ConditionFunction(parsed), output_type=OUTPUT)
-        .name("conditions-per-tag")
-    )
-    t_env.create_temporary_view("alerts", t_env.from_data_stream(alerts))
     stmt_set.add_insert_sql(insert)
     return stmt_set
 

@@ -8,6 +8,7 @@ See jobs/conditions/rules.yaml for the simulated plant's rules.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -255,7 +256,8 @@ def _like(glob: str) -> str:
 
 
 def sql_filter(rules: Sequence[Rule], asset_col: str = "asset", tag_col: str = "tag") -> str:
-    """A SQL condition true for readings some rule matches (so the rest never reach Python)."""
+    """A SQL condition true for readings some rule matches (so the rest never reach the state
+    machines)."""
 
     def one(col: str, glob: str) -> str:
         if "*" in glob or "?" in glob:
@@ -269,3 +271,10 @@ def sql_filter(rules: Sequence[Rule], asset_col: str = "asset", tag_col: str = "
         f"({any_of(asset_col, r.match.asset)} AND {any_of(tag_col, r.match.tag)})" for r in rules
     )
     return "\n   OR ".join(terms) if terms else "FALSE"
+
+
+def rules_json(rules: Sequence[Rule]) -> str:
+    """The rules, validated, as the JSON list the JVM state machines read (jobs/udf
+    io.otbridge.flink.conditions.ConditionsFunction): every field of every rule, defaults
+    filled in, in file order."""
+    return json.dumps([rule.model_dump(mode="json") for rule in rules])
