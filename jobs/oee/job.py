@@ -1,21 +1,22 @@
-"""oee: iiot.readings + iiot.assets -> iiot.oee (windowed OEE per asset, every component)."""
+"""oee: iiot.readings + iiot.assets -> iiot.oee (windowed OEE per asset, every component).
+
+The per-reading work runs on the JVM: `oee_windows` (jobs/udf, io.otbridge.flink.oee) is a
+process table function partitioned by asset that buffers readings until the watermark closes
+their window, applies them to the asset's timeline and emits the window, with master data read
+from iiot.assets. Python wires it; timeline.py is its oracle (tests/test_oee_jvm.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from pyflink.common import Row, Types
-from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
-from pyflink.table import StatementSet, StreamTableEnvironment
+from pyflink.table import StatementSet, StreamTableEnvironment, TableEnvironment
 
 from jobs.common.readings import register_readings
-from jobs.oee.assets import AssetTable
-from jobs.oee.timeline import Master, Timeline, result
 from otbridge.errors import ConfigError
 from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
 from otbridge.registry import schema_json
@@ -25,85 +26,44 @@ NAME = "oee"
 #: readings of an asset with no master data (yet) are kept this many windows, then dropped
 MASTERLESS_BACKLOG_WINDOWS = 10
 SQL = Path(__file__).with_name("oee.sql")
-
-OUTPUT = Types.ROW_NAMED(
-    ["msg_key", "asset", "window_start", "window_end", "planned_s", "run_s", "unplanned_stop_s",
-     "planned_stop_s", "unknown_s", "total_count", "good_count", "ideal_cycle_time_s",
-     "availability", "performance", "quality", "oee"],
-    [Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(),
-     *[Types.DOUBLE()] * 5, Types.LONG(), Types.LONG(), *[Types.DOUBLE()] * 5],
-)
+#: the output columns of oee_windows after its partition key (asset), as the sink has them
+OUTPUT = ["msg_key", "window_start", "window_end", "planned_s", "run_s", "unplanned_stop_s",
+          "planned_stop_s", "unknown_s", "total_count", "good_count", "ideal_cycle_time_s",
+          "availability", "performance", "quality", "oee"]
 
 
-class OeeFunction(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by asset. Readings wait in `pending` until the watermark passes the end of their
-    window; then they are applied in event-time order and the window is emitted. One timer
-    per asset and window keeps timer traffic low. Master data comes from `AssetTable`."""
+def msg_key(asset: str, window_start_ms: int) -> str:
+    """The iiot.oee record key: asset path and window start (UTC)."""
+    start = datetime.fromtimestamp(window_start_ms / 1000, UTC)
+    return f"{asset}|{start:%Y-%m-%dT%H:%M:%SZ}"
 
-    def __init__(self, window_s: int, stale_after_s: int, assets: AssetTable) -> None:
-        self.window_ms = window_s * 1000
-        self.stale_after_ms = stale_after_s * 1000
-        self.assets = assets
 
-    def open(self, runtime_context: RuntimeContext) -> None:
-        pickled = Types.PICKLED_BYTE_ARRAY()
-        self.timeline = runtime_context.get_state(ValueStateDescriptor("timeline", pickled))
-        self.pending = runtime_context.get_map_state(
-            MapStateDescriptor("pending", Types.LONG(), pickled)
-        )
-        self.assets.open()
+def register_oee_windows(
+    t_env: TableEnvironment,
+    settings: Settings,
+    *,
+    assets_topic: str,
+    window_s: int,
+    stale_after_s: int,
+    name: str = "oee_windows",
+) -> None:
+    """`oee_windows(input => TABLE t PARTITION BY asset, on_time => DESCRIPTOR(ts))`, the Java
+    process table function, its master data read from `assets_topic`. The jobs/udf jar must be
+    in pipeline.jars already (`register_readings` / `register_decoder` put it there)."""
+    from pyflink.java_gateway import get_gateway
 
-    def close(self) -> None:
-        self.assets.close()
-
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> None:
-        ts = ctx.timestamp()
-        batch = self.pending.get(ts) or []
-        batch.append((value[1], value[2], value[3], value[4]))  # tag, value, text, quality
-        self.pending.put(ts, batch)
-        ctx.timer_service().register_event_time_timer(ts - ts % self.window_ms + self.window_ms)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
-                 ) -> Iterable[Row]:
-        yield from self._close_window(timestamp, ctx)
-
-    def _close_window(self, end: int, ctx: Any) -> Iterable[Row]:
-        key = ctx.get_current_key()
-        master = self.assets.get(key)
-        if master is None:
-            self.assets.refresh()
-            master = self.assets.get(key)
-        if master is None:
-            # no master data (yet): keep the readings a while, then let them go
-            horizon = end - MASTERLESS_BACKLOG_WINDOWS * self.window_ms
-            for ts in [t for t in self.pending.keys() if t < horizon]:
-                self.pending.remove(ts)
-            if not self.pending.is_empty():
-                ctx.timer_service().register_event_time_timer(end + self.window_ms)
-            return
-        timeline: Timeline = self.timeline.value() or Timeline(
-            window_ms=self.window_ms, stale_after_ms=self.stale_after_ms
-        )
-        for ts in sorted(t for t in self.pending.keys() if t < end):
-            yield from (self._row(key, acc, master) for acc in timeline.close_until(ts))
-            for tag, value, text, quality in self.pending.get(ts):
-                timeline.apply(master, ts, tag, value, text, quality)
-            self.pending.remove(ts)
-        for acc in timeline.close_until(end):
-            yield self._row(key, acc, master)
-        if timeline.wants_next_window(end):
-            # known time runs into the next window: close that one even if no reading comes
-            ctx.timer_service().register_event_time_timer(end + self.window_ms)
-        self.timeline.update(timeline)
-
-    def _row(self, asset: str, acc: Any, master: Master) -> Row:
-        r = result(acc, self.window_ms, master)
-        start = datetime.fromtimestamp(r["window_start"] / 1000, UTC)
-        return Row(f"{asset}|{start:%Y-%m-%dT%H:%M:%SZ}", asset, r["window_start"],
-                   r["window_end"], r["planned_s"], r["run_s"], r["unplanned_stop_s"],
-                   r["planned_stop_s"], r["unknown_s"], r["total_count"], r["good_count"],
-                   r["ideal_cycle_time_s"], r["availability"], r["performance"], r["quality"],
-                   r["oee"])
+    reg = settings.registry
+    user_info = (
+        f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
+        if reg.basic_auth_username and reg.basic_auth_password
+        else None
+    )
+    function = get_gateway().jvm.io.otbridge.flink.oee.OeeWindows(
+        window_s * 1000, stale_after_s * 1000, MASTERLESS_BACKLOG_WINDOWS,
+        json.dumps(settings.kafka.java()), assets_topic, reg.url, user_info,
+        json.dumps(schema_json("Asset")),
+    )
+    t_env._j_tenv.createTemporarySystemFunction(name, function)
 
 
 def build(
@@ -118,9 +78,8 @@ def build(
 ) -> StatementSet:
     if bounded:
         raise ConfigError(
-            "oee: --bounded is not supported: PyFlink 2.2 drops what a keyed function emits "
-            "from timers fired by the final watermark of a bounded input. Run it unbounded; "
-            "windows close as the readings' event time advances."
+            "oee: --bounded is not supported: windows close as the readings' event time "
+            "advances, so run it unbounded."
         )
     topics = topics or {}
     t = settings.topics
@@ -128,9 +87,11 @@ def build(
     register_readings(
         t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
-        late_window_s=window_s,
-        shared_stream=True,  # the state machines read it through to_data_stream()
+        # a process table function drops rows at or behind the watermark: count them as late
+        late_window_s=None,
     )
+    register_oee_windows(t_env, settings, assets_topic=topics.get("assets", t.assets),
+                         window_s=window_s, stale_after_s=stale_after_s)
     *ddl, insert = render_sql(SQL, {
         "oee_sink": kafka_avro_sink(
             settings, topic=topics.get("oee", t.oee), schema="OeeWindow", key_field="msg_key",
@@ -139,24 +100,6 @@ def build(
     })
     for statement in ddl:
         t_env.execute_sql(statement)
-
-    reg = settings.registry
-    assets = AssetTable(
-        settings.kafka.librdkafka(), topics.get("assets", t.assets), reg.url,
-        f"{reg.basic_auth_username}:{reg.basic_auth_password.get_secret_value()}"
-        if reg.basic_auth_username and reg.basic_auth_password else None,
-        schema_json("Asset"),
-    )
-    windows = (
-        t_env.to_data_stream(
-            # event_ts (the rowtime) becomes each record's timestamp: ctx.timestamp()
-            t_env.sql_query("SELECT asset, tag, `value`, `text`, quality, event_ts FROM readings")
-        )
-        .key_by(lambda r: r[0], key_type=Types.STRING())
-        .process(OeeFunction(window_s, stale_after_s, assets), output_type=OUTPUT)
-        .name("oee-per-asset")
-    )
-    t_env.create_temporary_view("oee_windows", t_env.from_data_stream(windows))
     stmt_set.add_insert_sql(insert)
     return stmt_set
 

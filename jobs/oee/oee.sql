@@ -1,6 +1,11 @@
 -- oee: OEE windows out. The per-asset state machine (state durations split at window
--- boundaries, counter deltas, UNKNOWN time) and the master data lookup are Python: see
--- timeline.py, assets.py and job.py.
+-- boundaries, counter deltas, UNKNOWN time) and the master data lookup run on the JVM:
+-- oee_windows is jobs/udf's io.otbridge.flink.oee.OeeWindows, a process table function whose
+-- oracle is timeline.py (tests/test_oee_jvm.py holds them to identical output).
+
+-- input: usable readings with their event time
+CREATE TEMPORARY VIEW oee_input AS
+SELECT asset, tag, `value`, `text`, quality, event_ts FROM readings;
 
 -- sink: iiot.oee, keyed by asset + window start, exactly-once
 CREATE TEMPORARY TABLE oee_sink (
@@ -24,6 +29,8 @@ CREATE TEMPORARY TABLE oee_sink (
   ${oee_sink}
 );
 
+-- per asset, one row per closed window (asset comes first as the partition key; the timer's
+-- rowtime last, unused)
 INSERT INTO oee_sink
 SELECT
   msg_key,
@@ -32,4 +39,5 @@ SELECT
   CAST(TO_TIMESTAMP_LTZ(window_end, 3) AS TIMESTAMP(3)),
   planned_s, run_s, unplanned_stop_s, planned_stop_s, unknown_s,
   total_count, good_count, ideal_cycle_time_s, availability, performance, quality, oee
-FROM oee_windows;
+FROM oee_windows(input => TABLE oee_input PARTITION BY asset, on_time => DESCRIPTOR(event_ts),
+                 uid => 'oee-windows');

@@ -1,14 +1,5 @@
 package io.otbridge.flink;
 
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
-import java.nio.charset.StandardCharsets;
-import java.time.Duration;
-import java.util.Base64;
 import java.util.HashMap;
 import java.util.Locale;
 import java.util.Map;
@@ -49,8 +40,7 @@ public class DecodeReading extends TableFunction<Row> {
   private transient Schema reader;
   private transient Map<Integer, GenericDatumReader<GenericRecord>> readers;
   private transient Map<Integer, Long> missingUntil;
-  private transient HttpClient http;
-  private transient ObjectMapper json;
+  private transient Registry registry;
   private transient BinaryDecoder decoder;
   private transient GenericRecord reuse;
   private transient int asset, tag, value, text, unit, quality, sourceTs, seq, connector;
@@ -62,7 +52,7 @@ public class DecodeReading extends TableFunction<Row> {
    * @param maxFutureMs how far in the future a source timestamp may be
    */
   public DecodeReading(String registryUrl, String userInfo, String readerSchema, long maxFutureMs) {
-    this.registryUrl = registryUrl.replaceAll("/+$", "");
+    this.registryUrl = registryUrl;
     this.userInfo = userInfo;
     this.readerSchemaText = readerSchema;
     this.maxFutureMs = maxFutureMs;
@@ -73,8 +63,7 @@ public class DecodeReading extends TableFunction<Row> {
     reader = new Schema.Parser().parse(readerSchemaText);
     readers = new HashMap<>();
     missingUntil = new HashMap<>();
-    http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
-    json = new ObjectMapper();
+    registry = new Registry(registryUrl, userInfo);
     asset = reader.getField("asset").pos();
     tag = reader.getField("tag").pos();
     value = reader.getField("value").pos();
@@ -87,12 +76,11 @@ public class DecodeReading extends TableFunction<Row> {
   }
 
   public void eval(byte[] raw) {
-    if (raw == null || raw.length < 5 || raw[0] != 0) {
+    if (!Registry.isWireFormat(raw)) {
       dead("not_avro", "no Confluent wire-format header (magic byte 0)");
       return;
     }
-    int schemaId =
-        ((raw[1] & 0xff) << 24) | ((raw[2] & 0xff) << 16) | ((raw[3] & 0xff) << 8) | (raw[4] & 0xff);
+    int schemaId = Registry.schemaId(raw);
     GenericDatumReader<GenericRecord> datumReader = readers.get(schemaId);
     if (datumReader == null) {
       Long until = missingUntil.get(schemaId);
@@ -102,7 +90,7 @@ public class DecodeReading extends TableFunction<Row> {
       }
       String writerText;
       try {
-        writerText = lookup(schemaId);
+        writerText = registry.schemaText(schemaId);
       } catch (Exception e) {
         dead("registry_unavailable", "schema id " + schemaId + ": " + e);
         return;
@@ -179,27 +167,5 @@ public class DecodeReading extends TableFunction<Row> {
 
   private static String truncate(String s) {
     return s.length() > 500 ? s.substring(0, 500) : s;
-  }
-
-  /** The schema text for an id, or null when the registry does not know it (404). */
-  private String lookup(int schemaId) throws Exception {
-    HttpRequest.Builder req =
-        HttpRequest.newBuilder(URI.create(registryUrl + "/schemas/ids/" + schemaId))
-            .timeout(Duration.ofSeconds(10))
-            .header("Accept", "application/json");
-    if (userInfo != null && !userInfo.isEmpty()) {
-      String token =
-          Base64.getEncoder().encodeToString(userInfo.getBytes(StandardCharsets.UTF_8));
-      req.header("Authorization", "Basic " + token);
-    }
-    HttpResponse<String> resp = http.send(req.build(), HttpResponse.BodyHandlers.ofString());
-    if (resp.statusCode() == 404) {
-      return null;
-    }
-    if (resp.statusCode() != 200) {
-      throw new java.io.IOException("HTTP " + resp.statusCode() + " from the registry");
-    }
-    JsonNode body = json.readTree(resp.body());
-    return body.get("schema").asText();
   }
 }
