@@ -12,7 +12,8 @@ The stages, in the order they run:
     alternatives  a plain Python consumer script and Quix Streams doing the downsample job
     latency       reading -> alert time at a steady load, p50/p95/p99
     scale         downsample throughput at 100, 10k and 100k distinct keys
-    memory        RSS of the whole demo (stack + simulators + connectors)
+    demo          `otbridge demo` on a stack of its own: the command -> the first OEE figure
+    memory        RSS of that whole demo, every process (stack, Flink client, plant, watcher)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ STAGES: dict[str, tuple[str, str]] = {  # `otbridge bench STAGE` (bench/cli.py)
     "alternatives": ("bench.alternatives", "stage_alternatives"),
     "latency": ("bench.latency", "stage_latency"),
     "scale": ("bench.backlog", "stage_scale"),
+    "demo": ("bench.demo", "stage_demo"),
     "memory": ("bench.memory", "stage_memory"),
 }
 QUICK_READINGS = 20_000

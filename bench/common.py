@@ -20,9 +20,9 @@ from otbridge.settings import Settings
 
 if TYPE_CHECKING:  # the stages' own records, only named here
     from bench.backlog import Timing
+    from bench.demo import DemoRun
     from bench.ingest import ConnectorRun, PerfRun
     from bench.latency import Step
-    from bench.memory import MemoryRun
 
 #: a result's settings: what the figure was measured with, as plain values
 Param = str | int | float | bool | None
@@ -137,7 +137,7 @@ class Shared:
     backlog: Backlog | None = None
     downsample: JobRun | None = None
     latency_steps: list[Step] = field(default_factory=list)
-    memory: MemoryRun | None = None
+    demo_runs: list[DemoRun] = field(default_factory=list)  # bench.demo, for demo and memory
 
 
 @dataclass

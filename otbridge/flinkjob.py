@@ -183,6 +183,14 @@ def create_table_env(
     return t_env
 
 
+#: set by `run_jobs` while it builds several jobs in one client: `run_job` then hands each built
+#: job over here instead of executing it (a job's `main` runs unchanged)
+_collected: list[tuple[StreamExecutionEnvironment, str]] | None = None
+#: what `run_jobs` prints for each job it submitted (`otbridge.jobs.submit_many` reads it)
+SUBMITTED = "otbridge-submitted"
+FAILED = "otbridge-failed"
+
+
 def run_job(name: str, build: Callable[..., StatementSet], argv: Sequence[str] | None,
             description: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None
             ) -> int:
@@ -202,16 +210,64 @@ def run_job(name: str, build: Callable[..., StatementSet], argv: Sequence[str] |
     if args.local:
         jars = sorted((settings.stack.lib_dir / "flink").glob("*.jar"))
         env.add_jars(*(f"file://{jar}" for jar in jars))
-    t_env = create_table_env(env, f"otbridge-{name}{args.name_suffix}")
+    job_name = f"otbridge-{name}{args.name_suffix}"
+    t_env = create_table_env(env, job_name)
     stmt_set = build(
         t_env, settings, topics=topic_overrides(args.topic), bounded=args.bounded,
         group_suffix=args.name_suffix, **extra,
     )
     stmt_set.attach_as_datastream()
-    if args.wait or args.local:
-        env.execute(f"otbridge-{name}{args.name_suffix}")
+    if _collected is not None and not (args.wait or args.local):
+        _collected.append((env, job_name))
+    elif args.wait or args.local:
+        env.execute(job_name)
     else:
-        env.execute_async(f"otbridge-{name}{args.name_suffix}")
+        env.execute_async(job_name)
+    return 0
+
+
+def run_jobs(specs: Sequence[tuple[str, Sequence[str]]]) -> dict[str, str]:
+    """Several jobs from one Flink client (`otbridge jobs submit` with several names): each
+    `jobs.<name>.job.main(args)` builds its job as it does alone; once all are built (a
+    mistake in any submits none), each is submitted, detached, as a Flink job of its own.
+    Prints `SUBMITTED <name> <job id>` per job, or `FAILED <name>` before a job's error.
+    Planning them in one JVM costs the client's start-up and warm-up once instead of per job."""
+    import importlib
+
+    global _collected
+    built: list[tuple[str, StreamExecutionEnvironment, str]] = []
+    for name, args in specs:
+        _collected = []
+        try:
+            importlib.import_module(f"jobs.{name}.job").main(list(args))
+        except BaseException:
+            print(f"{FAILED} {name}", flush=True)
+            raise
+        finally:
+            collected, _collected = _collected, None
+        if len(collected) != 1:
+            print(f"{FAILED} {name}", flush=True)
+            raise ConfigError(f"job {name!r} built {len(collected)} pipelines, expected one "
+                              "(--wait and --local run one job alone)")
+        built.append((name, *collected[0]))
+    ids = {}
+    for name, env, job_name in built:
+        try:
+            ids[name] = str(env.execute_async(job_name).get_job_id())
+        except BaseException:
+            print(f"{FAILED} {name}", flush=True)
+            raise
+        print(f"{SUBMITTED} {name} {ids[name]}", flush=True)
+    return ids
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m otbridge.flinkjob JSON`: run_jobs for a JSON list of [name, [args...]]."""
+    import json
+    import sys
+
+    specs = json.loads((sys.argv[1:] if argv is None else list(argv))[0])
+    run_jobs([(str(name), [str(a) for a in args]) for name, args in specs])
     return 0
 
 
@@ -225,3 +281,10 @@ def topic_overrides(pairs: Sequence[str]) -> dict[str, str]:
             )
         out[role] = topic
     return out
+
+
+if __name__ == "__main__":
+    # the jobs import otbridge.flinkjob, not this __main__ copy: collect through that one
+    from otbridge.flinkjob import main as _main
+
+    raise SystemExit(_main())

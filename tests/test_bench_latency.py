@@ -16,6 +16,7 @@ import pytest
 
 from bench import QUICK_READINGS
 from bench.common import Context, Target, offline_reading_encoder
+from bench.demo import DEMO_PARTS, TARGET_FIRST_OEE_S, stage_demo
 from bench.latency import (
     HOLD_S,
     MAX_STEPS,
@@ -32,7 +33,7 @@ from bench.latency import (
     schedule,
     stage_latency,
 )
-from bench.memory import DEMO_PARTS, TARGET_GIB, stage_memory
+from bench.memory import TARGET_GIB, stage_memory
 from jobs.conditions.rules import parse_rules
 from otbridge import jobs
 from otbridge.codec.avro import Series
@@ -166,33 +167,43 @@ def test_latency_quick_sees_every_alert_it_scheduled(live_stack: Settings) -> No
 
 
 @pytest.mark.timeout(400)
-def test_memory_quick_counts_every_part_and_stops_what_it_started(
+def test_demo_and_memory_quick_time_the_real_demo_and_count_every_part(
         live_stack: Settings) -> None:
+    """One headless `otbridge demo` on a stack of its own, for both stages: the first OEE
+    figure is timed from the command, the Flink client planned all three jobs, every part is
+    in the memory figure, and nothing it started is left running."""
     ctx = Context(live_stack, quick=True, readings=QUICK_READINGS)
+    demo_rows = stage_demo(ctx)
     (result,) = stage_memory(ctx)
 
-    run = ctx.shared.memory
-    assert run is not None
-    parts = run.parts
+    (run,) = ctx.shared.demo_runs  # one demo run measured both
+    assert run.returncode == 0 and run.first_oee_s is not None, run
+    assert 0 < run.first_oee_s < run.seconds, run
+    assert run.jobs == 3 and run.client_cpu_s > 0 and run.client_s > 0, run
+    first = next(r for r in demo_rows if r.figure.startswith("otbridge demo: command"))
+    assert first.value == pytest.approx(round(run.first_oee_s, 1))
+    assert first.target == Target("<=", TARGET_FIRST_OEE_S, "s")
+    assert first.met is (first.value <= TARGET_FIRST_OEE_S)
+
+    parts = run.at_peak
     stack_parts = {"kafka", "registry", "flink-jobmanager", "flink-taskmanager"}
-    assert set(parts) == stack_parts | set(DEMO_PARTS)
-    assert all(p.rss > 10 * 2**20 and p.processes >= 1 for p in parts.values())
-    assert run.readings > 0  # the connectors really ran
+    assert stack_parts | set(DEMO_PARTS) | {"demo-watcher"} <= set(run.largest), run
+    assert "flink-client" in run.largest, run  # sampled while it planned the jobs
+    assert all(p.rss > 10 * 2**20 and p.processes >= 1 for p in run.largest.values())
     assert result.value == pytest.approx(sum(p.rss for p in parts.values()) / 2**30, abs=0.01)
     assert result.unit == "GiB" and result.target == Target("<=", TARGET_GIB, "GiB")
     assert result.met is (result.value <= TARGET_GIB)
-    # the note's per-part figures are the measured ones, and add up to the total
+    # the note's per-part figures at the peak are the measured ones, and add up to the total
     listed = dict(re.findall(r"([a-z-]+) (\d+\.\d\d)", result.note.split(";")[0]))
     assert set(listed) == set(parts)
     for name, usage in parts.items():
         assert float(listed[name]) == pytest.approx(usage.rss / 2**30, abs=0.005), name
     assert sum(map(float, listed.values())) == pytest.approx(result.value, abs=0.05)
 
-    # the simulators and connectors it started are gone (their logs name their pids)
-    log_dir = live_stack.stack.log_dir / "bench"
-    for name in DEMO_PARTS:
-        assert (log_dir / f"demo-{name}.log").exists()
+    # the simulators and connectors it started are gone, and so is its stack
     assert len(run.demo_pids) == len(DEMO_PARTS)
-    for pid in run.demo_pids:
+    assert set(run.pids.values()) == stack_parts | set(DEMO_PARTS)
+    for pid in run.pids:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().split()[2] == "Z"
+

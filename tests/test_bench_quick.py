@@ -28,6 +28,7 @@ FIGURES = {
                      "otbridge / quix"],
     "latency": ["reading->alert p50", "reading->alert p99", "load achieved", "alerts seen"],
     "scale": ["downsample p=1, 100 keys", "downsample p=1, 10,000 keys"],
+    "demo": ["otbridge demo: command -> first OEE", "Flink client CPU"],
     "memory": ["whole demo RSS"],
 }
 

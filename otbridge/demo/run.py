@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +17,16 @@ import yaml
 
 import connectors
 import simulators
+from jobs.oee.masterdata import load_assets_file, publish_assets
 from otbridge import jobs, stack
 from otbridge.demo.watch import Watcher
 from otbridge.errors import OtbridgeError
 from otbridge.kafka import ensure_topics
 from otbridge.net import wait_for_port
 from otbridge.settings import Settings
+from otbridge.stack.components import Flink, Kafka
+from otbridge.stack.fetch import fetch
+from otbridge.stack.process import port_in_use
 
 # package data of the installed simulators and connectors
 SCENARIO = Path(simulators.__file__).with_name("scenarios") / "demo.yaml"
@@ -105,63 +109,109 @@ def connector_configs(directory: Path, *, modbus_port: int, opcua_port: int,
     return paths
 
 
+def prestart_flink(settings: Settings, say: Callable[[str], None]) -> bool:
+    """Start Flink's processes without waiting for them (it needs neither Kafka nor the
+    registry, so it comes up beside them); `stack.up` then waits until it is healthy. True if
+    they were started here; nothing is done if any of it runs or its ports are taken (then
+    `stack.up` restarts it, or says which port is in use)."""
+    flink = Flink(settings)
+    if flink.pids() or any(port_in_use(settings.stack.host, port)
+                           for port in flink.ports.values()):
+        return False
+    say("flink: starting (beside Kafka and the registry)")
+    flink.start()
+    return True
+
+
+def wait_until(healthy: Callable[[], bool], up: Future[None]) -> None:
+    """Until `healthy()`, or until `up` (stack.up, which has timeouts) ends: its error if it
+    failed."""
+    while not healthy():
+        if up.done():
+            up.result()
+            return
+        time.sleep(0.2)
+
+
 @contextmanager
 def running_demo(settings: Settings, say: Callable[[str], None], *, keep_stack: bool,
                  modbus_port: int = EXAMPLE_PORTS["modbus"],
-                 opcua_port: int = EXAMPLE_PORTS["opcua"]) -> Iterator[Demo]:
+                 opcua_port: int = EXAMPLE_PORTS["opcua"],
+                 on_stack_up: Callable[[], None] | None = None) -> Iterator[Demo]:
+    """The plant on the stack, the quickest way 2 cores allow: Flink starts beside Kafka and
+    the registry; the demo's jobs are planned (one Flink client for all three) from the moment
+    Kafka has its topics, while the registry, Flink, the simulators, the master data and the
+    connectors start. `on_stack_up` is called once the stack is healthy (e.g. to start
+    following the result topics before the first result)."""
     was_down = not any(part["pids"] for part in stack.status(settings).values())
-    stack.up(settings)
+    flink_was_up = Flink(settings).health().healthy
+    fetch(settings.stack.lib_dir)
     demo = Demo(settings, settings.stack.log_dir, say)
-    demo.stack_ready_at = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=3)
+    submission: Future[dict[str, str]] | None = None
     try:
-        created = ensure_topics(settings)
+        prestart_flink(settings, say)
+        up = pool.submit(stack.up, settings)
+        wait_until(lambda: Kafka(settings).health().healthy, up)
+        created = ensure_topics(settings)  # the jobs' topics before they start
         if created:
             say(f"created topics: {', '.join(created)}")
         names = [n for n in JOBS if n in jobs.available()]
-        for name in names:
-            jobs.cancel(settings, name)  # a leftover from an earlier run
-        # submitted side by side and while the plant starts: each submission plans the job in
-        # a client JVM of its own, the slowest step of the demo's start.
-        # Checkpoints every 5 s: exactly-once results become visible sooner.
-        pool = ThreadPoolExecutor(max_workers=len(names) or 1)
-        futures = {
-            name: pool.submit(jobs.submit, settings, name, job_args=DEMO_JOB_ARGS.get(name, []),
-                              flink_conf={"execution.checkpointing.interval": "5s"})
-            for name in names
-        }
-        try:
-            demo.spawn("sim-modbus", "sim", "modbus", "--port", str(modbus_port),
-                       "--scenario", str(SCENARIO))
-            demo.spawn("sim-opcua", "sim", "opcua", "--port", str(opcua_port),
-                       "--scenario", str(SCENARIO))
-            load = subprocess.run(
-                [sys.executable, "-m", "otbridge.cli", "assets", "load",
-                 str(EXAMPLES / "assets.yaml")],
-                capture_output=True, text=True,
-            )
-            if load.returncode != 0:
-                raise OtbridgeError(f"demo: loading asset master data failed:\n{load.stderr}")
-            say("loaded asset master data into " + settings.topics.assets)
-            for what, port in (("sim-modbus", modbus_port), ("sim-opcua", opcua_port)):
-                wait_for_port(port, timeout_s=60, what=f"demo: {what}")
-            configs = connector_configs(settings.stack.state_dir / "demo",
-                                        modbus_port=modbus_port, opcua_port=opcua_port)
-            for name, config in configs.items():
-                demo.spawn(f"connect-{name}", "connect", name, "--config", str(config))
-            for name, future in futures.items():
-                demo.job_ids[name] = future.result()
-                say(f"submitted job {name} ({demo.job_ids[name]})")
-            demo.jobs_submitted_at = time.monotonic()
-        finally:
-            pool.shutdown(wait=True)
-            for name, future in futures.items():  # submitted, but setup failed: cancel it too
-                if name not in demo.job_ids and future.done() and not future.exception():
-                    demo.job_ids[name] = future.result()
+        if flink_was_up:
+            for name in names:
+                jobs.cancel(settings, name)  # a leftover from an earlier run
+        # all three from one client JVM (planning is the slowest step of the demo's start),
+        # while the rest starts. Checkpoints every 5 s: exactly-once results show sooner.
+        def client_ran(run: jobs.ClientRun) -> None:
+            say(f"one Flink client planned and submitted {len(names)} jobs: "
+                f"{run.wall_s:.1f} s, {run.cpu_s:.1f} CPU-s")
+
+        submission = pool.submit(
+            jobs.submit_many, settings, {name: DEMO_JOB_ARGS.get(name, []) for name in names},
+            flink_conf={"execution.checkpointing.interval": "5s"}, on_client=client_ran)
+        up.result()
+        demo.stack_ready_at = time.monotonic()
+        if on_stack_up:
+            on_stack_up()
+        demo.spawn("sim-modbus", "sim", "modbus", "--port", str(modbus_port),
+                   "--scenario", str(SCENARIO))
+        demo.spawn("sim-opcua", "sim", "opcua", "--port", str(opcua_port),
+                   "--scenario", str(SCENARIO))
+        count = publish_assets(settings, load_assets_file(EXAMPLES / "assets.yaml"))
+        say(f"loaded master data of {count} assets into {settings.topics.assets}")
+        for what, port in (("sim-modbus", modbus_port), ("sim-opcua", opcua_port)):
+            wait_for_port(port, timeout_s=60, what=f"demo: {what}")
+        configs = connector_configs(settings.stack.state_dir / "demo",
+                                    modbus_port=modbus_port, opcua_port=opcua_port)
+        for name, config in configs.items():
+            demo.spawn(f"connect-{name}", "connect", name, "--config", str(config))
+        demo.job_ids.update(submission.result())
+        for name, job_id in demo.job_ids.items():
+            say(f"submitted job {name} ({job_id})")
+        demo.jobs_submitted_at = time.monotonic()
         yield demo
     finally:
-        demo.stop()
-        if was_down and not keep_stack:
-            stack.down(settings)
+        try:
+            pool.shutdown(wait=True)
+            if submission is not None and not demo.job_ids and submission.done() and (
+                    not submission.exception()):  # submitted, but setup failed: cancel it too
+                demo.job_ids.update(submission.result())
+        finally:
+            demo.stop()
+            if was_down and not keep_stack:
+                stack.down(settings)
+
+
+def first_oee_line(watcher: Watcher, begun: float) -> str | None:
+    """The first OEE figure the watcher has seen, and how long after `begun` it came."""
+    at = watcher.first_seen().get(watcher.settings.topics.oee)
+    if at is None:
+        return None
+    window = next(iter(watcher.snapshot()[watcher.settings.topics.oee].values()), {})
+    oee = window.get("oee")
+    figure = "-" if oee is None else f"{100 * oee:.1f}%"
+    return (f"first OEE figure {at - begun:.1f} s after the demo started: "
+            f"{window.get('asset', '?')} OEE {figure}")
 
 
 def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: bool,
@@ -176,15 +226,15 @@ def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: b
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, on_signal)
+    begun = time.monotonic()
     watcher = Watcher(settings)
     ready_at: float | None = None
     submitted_at: float | None = None
     try:
         with running_demo(settings, say, keep_stack=keep_stack, modbus_port=modbus_port,
-                          opcua_port=opcua_port) as demo:
+                          opcua_port=opcua_port, on_stack_up=watcher.start) as demo:
             ready_at, submitted_at = demo.stack_ready_at, demo.jobs_submitted_at
             say(f"Flink web UI: {settings.flink.rest_url}   registry: {settings.registry.url}")
-            watcher.start()
             started = time.monotonic()
             try:
                 if ui:
@@ -192,11 +242,15 @@ def run(settings: Settings, *, duration_s: float | None, ui: bool, keep_stack: b
 
                     live_view(watcher, demo, settings, duration_s=duration_s, stop=stop)
                 else:
+                    first_oee = False
                     while not stop["now"] and (
                         duration_s is None or time.monotonic() - started < duration_s
                     ):
                         demo.check_alive()
-                        time.sleep(1.0)
+                        if not first_oee and (line := first_oee_line(watcher, begun)):
+                            say(line)
+                            first_oee = True
+                        time.sleep(0.5)
             except KeyboardInterrupt:
                 say("Ctrl-C: stopping")
             finally:
