@@ -334,7 +334,9 @@ def run_against_server(settings: Settings, kind: str, server: Sequence[str], por
     topic = f"bench.readings.{uuid.uuid4().hex[:10]}"
     with procs.serving(f"the {kind} load server", server, port):
         path = workdir / f"{kind}.yaml"
-        path.write_text(yaml.safe_dump(config(topic)))
+        # a store of its own (a fresh instance id, seq from 0), not the default one
+        document = {"buffer": {"path": str(workdir / f"{kind}-{topic}.db")}, **config(topic)}
+        path.write_text(yaml.safe_dump(document))
         return run_connector_process(settings, connector_cmd(kind, path, duration_s), topic,
                                      duration_s)
 

@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -40,6 +41,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 PRESS = "acme/berlin/body/line1/press01"
 WELD = "acme/berlin/body/line2/weld01"
+
+
+def fresh_buffer() -> str:
+    """A store of its own for each connector run (a fresh instance id, seq from 0)."""
+    return str(Path(tempfile.mkdtemp(prefix="otbridge-test-buffer-")) / "buffer.db")
 
 
 def words(
@@ -197,6 +203,7 @@ def scenario_config(port: int, topic: str, poll_s: float) -> dict[str, Any]:
     device = {"host": "127.0.0.1", "port": port, "poll_interval_s": poll_s, "timeout_s": 1.0}
     return {
         "connector_id": "test-modbus",
+        "buffer": {"path": fresh_buffer()},
         "topic": topic,
         "devices": [
             {**device, "name": "press01", "unit_id": 1, "tags": press_tags},
@@ -304,6 +311,7 @@ def test_outage_gives_bad_readings_then_good_again_without_a_gap(
     poll_s = 0.2
     doc = {
         "connector_id": "test-outage",
+        "buffer": {"path": fresh_buffer()},
         "topic": topic,
         "stats_interval_s": 1,
         "reconnect": {"initial_delay_s": 0.2, "max_delay_s": 0.4},

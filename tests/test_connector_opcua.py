@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,12 @@ class Plant:
         }
         self._prepared, self.idx = server, idx
 
+    async def relisten(self) -> None:
+        """Stop serving and serve again, the same address space (values, timestamps) kept."""
+        assert self.server is not None
+        await self._in_thread(self.server.stop())
+        await self._in_thread(self.server.start())
+
     async def stop(self) -> None:
         if self.server is not None:
             server, self.server = self.server, None
@@ -117,10 +125,16 @@ async def start_plant(port: int, *, temperature: float = 20.0, state: int = 1) -
     return plant
 
 
+def fresh_buffer() -> str:
+    """A store of its own for each connector run (a fresh instance id, seq from 0)."""
+    return str(Path(tempfile.mkdtemp(prefix="otbridge-test-buffer-")) / "buffer.db")
+
+
 def config(port: int, topic: str, idx: int, *, publishing_s: float) -> OpcUaConfig:
     return OpcUaConfig.model_validate(
         {
             "connector_id": "test-opcua",
+            "buffer": {"path": fresh_buffer()},
             "topic": topic,
             "stats_interval_s": 1,
             "reconnect": {"initial_delay_s": 0.2, "max_delay_s": 0.4},
@@ -304,6 +318,54 @@ def test_lost_server_gives_bad_readings_and_reconnect_restores_the_subscription(
     after = [r for r in readings if r["quality"] == "GOOD" and r["seq"] > bad[-1]["seq"]]
     assert [r["value"] for r in after if r["tag"] == "temperature"] == [30.0, 31.0]
     assert [r["value"] for r in after if r["tag"] == "state"] == [5.0]
+
+
+def test_values_resent_after_a_reconnect_are_not_new_readings(
+    live_stack: Settings, unique: str
+) -> None:
+    """After a reconnect the server sends every current value again, with its old source
+    timestamp: repeats, not readings (they were double-counted, or late in the jobs). A value
+    that changes is a reading as ever."""
+    topic = f"test.readings.{unique}"
+
+    async def scenario() -> list[dict[str, Any]]:
+        port = free_port()
+        plant = await start_plant(port, temperature=20.0)
+        watcher = Watcher(live_stack, topic)
+        stop = asyncio.Event()
+        cfg = with_running(config(port, topic, plant.idx, publishing_s=0.2), plant)
+        run = asyncio.create_task(opcua.run(cfg, live_stack, stop=stop, duration_s=60))
+        try:
+            await asyncio.to_thread(watcher.wait_for, lambda rs: count(rs, "GOOD") >= 4, "GOOD")
+            await plant.write("temperature", ua.Variant(25.0), datetime.now(UTC))
+            await asyncio.to_thread(
+                watcher.wait_for, lambda rs: any(r["value"] == 25.0 for r in rs), "25.0")
+            server = plant.server
+            assert server is not None
+            await plant._in_thread(server.stop())  # the link goes; values and times stay
+            await asyncio.to_thread(
+                watcher.wait_for, lambda rs: trailing(rs, "BAD") >= 4, "BAD while down")
+            await plant._in_thread(server.start())
+            await asyncio.sleep(3)  # reconnected: the initial values come (and are held back)
+            await plant.write("temperature", ua.Variant(26.0), datetime.now(UTC))
+            await asyncio.to_thread(
+                watcher.wait_for, lambda rs: any(r["value"] == 26.0 for r in rs), "26.0")
+            stop.set()
+            assert await asyncio.wait_for(run, 30) == 0
+            return await asyncio.to_thread(watcher.drain, quiet_s=1.5)
+        finally:
+            stop.set()
+            await plant.stop()
+            plant.close()
+            watcher.close()
+
+    readings = asyncio.run(scenario())
+    assert [r["seq"] for r in readings] == list(range(len(readings)))
+    last_bad = max(r["seq"] for r in readings if r["quality"] == "BAD")
+    after = [(r["tag"], r["value"]) for r in readings if r["seq"] > last_bad]
+    assert after == [("temperature", 26.0)], after  # the resent 25.0, state, job: not again
+    good = Counter((r["tag"], r["source_ts"]) for r in readings if r["quality"] != "BAD")
+    assert max(good.values()) == 1
 
 
 def test_example_config_subscribes_to_every_tag_of_the_simulator(

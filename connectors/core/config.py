@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -42,6 +42,26 @@ class ReconnectPolicy(Model):
         """Delay before reconnect attempt `attempt` (0-based); `rand` is uniform in [0, 1)."""
         base = min(self.max_delay_s, self.initial_delay_s * self.multiplier**attempt)
         return float(base * (1 + self.jitter * (2 * rand - 1)))
+
+
+class BufferPolicy(Model):
+    """The connector's store and forward buffer (connectors/core/buffer.py): every reading
+    Kafka has not acknowledged is in this file, through outages, restarts and SIGKILL."""
+
+    path: Path | None = Field(
+        None, description="the SQLite file; default <stack.state_dir>/buffer/<connector_id>.db")
+    max_bytes: int = Field(1 << 30, gt=0, description="readings' bytes the file may hold")
+    max_age_s: float | None = Field(
+        7 * 86400.0, gt=0, description="readings older than this are dropped unsent; null: none")
+    when_full: Literal["drop_oldest", "stop_accepting"] = "drop_oldest"
+    replay_per_s: int = Field(
+        20_000, gt=0, description="readings/s sent from the file while it has a backlog (the "
+        "live readings are behind them: keep it above the connector's own rate)")
+    max_in_flight: int = Field(20_000, gt=0, description="readings handed to the producer "
+                                                         "and not yet acknowledged, at most")
+    durability: Literal["normal", "full"] = Field(
+        "normal", description="normal: survives the process being killed; full: a power cut too "
+                              "(an fsync per transaction)")
 
 
 class TagBase(Model):
@@ -86,6 +106,7 @@ class ConnectorFile(Model, Generic[D]):
     )
     stats_interval_s: float = Field(30.0, gt=0)
     reconnect: ReconnectPolicy = ReconnectPolicy()
+    buffer: BufferPolicy = BufferPolicy()
     devices: list[D] = Field(min_length=1)
 
     _path: Path | None = PrivateAttr(None)  # the file it was loaded from, for error messages

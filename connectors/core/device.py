@@ -42,7 +42,8 @@ class DeviceContext:
 
 
 class Ticker:
-    """A fixed-rate schedule, `interval_s` apart; a late tick is skipped, never made up."""
+    """A fixed-rate schedule, `interval_s` apart; a late tick fires at once, and ticks missed
+    entirely (the loop held up longer than an interval) are skipped, never made up in a burst."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -59,8 +60,8 @@ class Ticker:
             self._next = now
         else:
             self._next += self.interval_s
-            if self._next < now:  # overran: skip the missed ticks rather than burst
-                missed = int((now - self._next) // self.interval_s) + 1
+            if self._next < now:  # late: this tick now, the ones missed before it skipped
+                missed = int((now - self._next) // self.interval_s)
                 self._next += missed * self.interval_s
         return await sleep_until(stop, self._next)
 

@@ -7,13 +7,11 @@ import contextlib
 import logging
 import signal
 import socket
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from connectors.core.config import ConnectorFile
 from connectors.core.sink import Counters, ReadingSink, open_sink
-from otbridge.errors import OtbridgeError
 from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,11 +20,6 @@ log = logging.getLogger(__name__)
 class Connector(Protocol):
     async def run(self, stop: asyncio.Event) -> None:
         """Read devices and emit samples until `stop` is set."""
-
-
-def instance_id(connector_id: str) -> str:
-    """`<connector_id>@<start time, ms since epoch>`: each run numbers its readings from 0."""
-    return f"{connector_id}@{time.time_ns() // 1_000_000}"
 
 
 async def wait_for_stop(stop: asyncio.Event, timeout_s: float | None) -> None:
@@ -43,10 +36,14 @@ async def run_connector(
     max_readings: int | None = None,
     duration_s: float | None = None,
     stop: asyncio.Event | None = None,
+    drain_s: float = 30.0,
 ) -> int:
     """Run a connector until SIGTERM/SIGINT, `duration_s`, `max_readings` or `stop` is set.
 
-    Then flush what is queued and return the exit code (0: everything delivered).
+    Neither Kafka nor the registry needs to be reachable: readings wait in the connector's
+    store (its `buffer` section) until they are. At the end, what is stored is sent for up to
+    `drain_s`; what is left stays in the store for the next run. Exit code 0 unless a reading
+    was rejected by Kafka for good (it is logged) or the connector failed.
     """
     loop = asyncio.get_running_loop()
     if stop is None:
@@ -54,16 +51,16 @@ async def run_connector(
     counters = Counters()
     effective = config.effective_settings(settings)
     topic = config.readings_topic(settings)
-    connector_name = instance_id(config.connector_id)
-    sink = await asyncio.to_thread(
-        open_sink,
+    sink = open_sink(
         effective,
         topic=topic,
-        connector=connector_name,
+        connector_id=config.connector_id,
+        policy=config.buffer,
         counters=counters,
         limit=max_readings,
         on_limit=stop.set,
     )
+    connector_name = sink.connector
     connector = build(sink, counters)
     signals = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,16 +80,19 @@ async def run_connector(
     async def stats() -> None:
         while not stop.is_set():
             await wait_for_stop(stop, config.stats_interval_s)
-            sink.poll()
-            log.info("%s", counters.summary())
+            log.info("%s", sink.stats())
 
+    log.info("connector %s: buffer %s (%d readings from an earlier run, next seq %d)",
+             connector_name, sink.store.path, sink.store.rows, sink.seq)
+    forward_stop = asyncio.Event()  # the forwarder runs on while the rest stops
+    forwarder = asyncio.create_task(sink.run(forward_stop), name="forwarder")
     tasks: list[asyncio.Task[None]] = [
         asyncio.create_task(connector.run(stop), name="connector"),
         asyncio.create_task(stats(), name="stats"),
     ]
     try:
         await asyncio.wait(
-            [*tasks, asyncio.create_task(wait_for_stop(stop, duration_s))],
+            [*tasks, forwarder, asyncio.create_task(wait_for_stop(stop, duration_s))],
             return_when=asyncio.FIRST_COMPLETED,
         )
         stop.set()
@@ -100,13 +100,19 @@ async def run_connector(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        undelivered = await asyncio.to_thread(sink.flush, 30.0)
+        forward_stop.set()
+        await asyncio.gather(forwarder, return_exceptions=True)
+        left = await sink.drain(drain_s)
+        sink.store.close()
         log.info("stopped: %s", counters.summary())
+        if left:
+            log.warning("%d readings are still in %s; they are sent when the connector runs "
+                        "next", left, sink.store.path)
     main = tasks[0]
     if not main.cancelled() and main.exception() is not None:
         raise main.exception()  # type: ignore[misc]
-    if undelivered:
-        raise OtbridgeError(f"{undelivered} readings were still undelivered after 30 s of flushing")
+    if forwarder.done() and not forwarder.cancelled() and forwarder.exception() is not None:
+        raise forwarder.exception()  # type: ignore[misc]
     if counters.delivery_failures:
         log.error("%d readings failed delivery (see the errors above)", counters.delivery_failures)
         return 1

@@ -238,7 +238,15 @@ class DeviceSession(Device):
         ts = None
         if dv is not None:
             ts = dv.SourceTimestamp or dv.ServerTimestamp
-        self.sink.emit_value(series, value, quality, now_ms() if ts is None else millis(ts), text)
+        if ts is None:
+            self.sink.emit_value(series, value, quality, now_ms(), text)
+            return
+        source_ms = millis(ts)
+        if self.sink.is_repeat(series, source_ms):
+            # a value already emitted, resent after a reconnect (or a restart): not a new one
+            self.counters.repeats += 1
+            return
+        self.sink.emit_value(series, value, quality, source_ms, text)
 
     def _tag_failed(self, handle: int, tag: OpcUaTag, why: str) -> None:
         """A tag that cannot be monitored: one BAD reading, and an error in the log."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -159,6 +159,12 @@ class ReadingEncoder:
         self.encode: Callable[[Series, float | None, str | None, str, int, int, int, str],
                               bytes] = self.encode_lean if self.lean else self.encode_dict
 
+    @classmethod
+    def for_schema_id(cls, schema_id: int, *, lean: bool = True) -> ReadingEncoder:
+        """An encoder for a schema id registered already (no registry is asked); 0 when only
+        the body matters (the connectors store bodies and add the header when they send)."""
+        return cls(cast(SchemaRegistryClient, _KnownSchemaId(schema_id)), "", lean=lean)
+
     def __call__(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
         out.write(self.header)
@@ -228,6 +234,16 @@ class ReadingEncoder:
             if self.encode_lean(*args) != self.encode_dict(*args):
                 return False
         return True
+
+
+class _KnownSchemaId:
+    """Stands in for a registry client whose answer is known."""
+
+    def __init__(self, schema_id: int) -> None:
+        self.schema_id = schema_id
+
+    def register_schema(self, subject: str, schema: Schema) -> int:
+        return self.schema_id
 
 
 def reading_record(
