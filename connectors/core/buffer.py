@@ -115,6 +115,19 @@ class Store:
         self.rows -= len(seqs)
         self.bytes -= freed
 
+    def delete_upto(self, seq: int, count: int, freed: int,
+                    scan_from: dict[tuple[str, int], int]) -> None:
+        """Remove every row up to `seq` (Kafka has them: `count` rows, `freed` bytes) and
+        record where each partition's unacknowledged readings start, in one transaction."""
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("DELETE FROM readings WHERE seq <= ?", (seq,))
+        if scan_from:
+            self._set_scan_from(scan_from)
+        db.execute("COMMIT")
+        self.rows -= count
+        self.bytes -= freed
+
     def delete_found(self, seqs: Iterable[int], scan_from: dict[tuple[str, int], int]) -> int:
         """Remove the rows among `seqs` that are stored (found in Kafka by a reconcile) and set
         `scan_from`; returns how many were stored."""

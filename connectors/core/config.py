@@ -55,9 +55,9 @@ class BufferPolicy(Model):
         7 * 86400.0, gt=0, description="readings older than this are dropped unsent; null: none")
     when_full: Literal["drop_oldest", "stop_accepting"] = "drop_oldest"
     replay_per_s: int = Field(
-        20_000, gt=0, description="readings/s sent from the file while it has a backlog (the "
+        100_000, gt=0, description="readings/s sent from the file while it has a backlog (the "
         "live readings are behind them: keep it above the connector's own rate)")
-    max_in_flight: int = Field(20_000, gt=0, description="readings handed to the producer "
+    max_in_flight: int = Field(100_000, gt=0, description="readings handed to the producer "
                                                          "and not yet acknowledged, at most")
     durability: Literal["normal", "full"] = Field(
         "normal", description="normal: survives the process being killed; full: a power cut too "

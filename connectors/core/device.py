@@ -42,8 +42,8 @@ class DeviceContext:
 
 
 class Ticker:
-    """A fixed-rate schedule, `interval_s` apart; a late tick fires at once, and ticks missed
-    entirely (the loop held up longer than an interval) are skipped, never made up in a burst."""
+    """A fixed-rate schedule, `interval_s` apart; a late tick fires at once and the schedule
+    goes on from then: ticks missed entirely are not made up in a burst."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -60,9 +60,8 @@ class Ticker:
             self._next = now
         else:
             self._next += self.interval_s
-            if self._next < now:  # late: this tick now, the ones missed before it skipped
-                missed = int((now - self._next) // self.interval_s)
-                self._next += missed * self.interval_s
+            if self._next < now:  # late: this tick now, and the schedule goes on from here
+                self._next = now
         return await sleep_until(stop, self._next)
 
 

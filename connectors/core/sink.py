@@ -37,7 +37,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema
 
-from connectors.core.buffer import Row, Store, row_bytes
+from connectors.core.buffer import ROW_OVERHEAD, Row, Store, row_bytes
 from connectors.core.config import BufferPolicy
 from otbridge.codec.avro import Quality, ReadingEncoder, Series
 from otbridge.kafka import (
@@ -134,9 +134,11 @@ class ReadingSink:
         self._from_disk = True  # until the forwarder is connected and has reconciled
         self._sent_upto = -1  # highest seq handed to the producer (from the store's order)
         self._in_flight = 0
-        self._acked: list[int] = []
-        self._acked_bytes = 0
-        self._acked_offsets: dict[tuple[str, int], int] = {}
+        # acknowledgements leave the store as a range: every seq up to the lowest one still
+        # in flight (`_sent`: seqs in the order sent, which is seq order); `_acks`: seq ->
+        # (topic and partition, or None for a rejected one; next offset; bytes)
+        self._sent: deque[int] = deque()
+        self._acks: dict[int, tuple[tuple[str, int] | None, int, int]] = {}
         self._producer: Producer | None = None
         self._fatal: KafkaError | None = None
         self._dropping = 0  # readings dropped in the current episode (0: none going on)
@@ -219,7 +221,7 @@ class ReadingSink:
         rows, self._pending = self._pending, []
         if not rows and not self._last_source_dirty:
             return
-        size = sum(row_bytes(r[3], r[4]) for r in rows)
+        size = sum([len(r[3]) + len(r[4]) for r in rows]) + ROW_OVERHEAD * len(rows)
         if size > self.policy.max_bytes - self.store.bytes:
             rows, size, _ = self._make_room(rows, size)
         dirty, self._last_source_dirty = self._last_source_dirty, {}
@@ -379,11 +381,12 @@ class ReadingSink:
         assert self.header is not None
         try:
             producer.produce(self.topic, value=self.header + body, key=key, timestamp=ts,
-                             on_delivery=functools.partial(self._delivered, seq,
-                                                           row_bytes(key, body)))
+                             on_delivery=functools.partial(
+                                 self._delivered, seq, len(key) + len(body) + ROW_OVERHEAD))
         except BufferError:  # the producer's own queue is full: the store keeps it
             return False
         self._sent_upto = seq
+        self._sent.append(seq)
         self._in_flight += 1
         return True
 
@@ -391,12 +394,7 @@ class ReadingSink:
         self._in_flight -= 1
         if err is None:
             self.counters.delivered += 1
-            self._acked.append(seq)
-            self._acked_bytes += size
-            tp = (str(msg.topic()), int(msg.partition() or 0))
-            offset = int(msg.offset() or 0) + 1
-            if offset > self._acked_offsets.get(tp, -1):
-                self._acked_offsets[tp] = offset
+            self._acks[seq] = ((msg.topic(), msg.partition()), msg.offset() + 1, size)  # type: ignore
             return
         if err.fatal() or err.code() == KafkaError._TIMED_OUT:
             # unknown whether it was written: reconcile (new producer) before sending more
@@ -404,17 +402,27 @@ class ReadingSink:
             return
         # a permanent rejection (e.g. too large, not authorized): retrying cannot succeed
         self.counters.delivery_failures += 1
-        self._acked.append(seq)
-        self._acked_bytes += size
+        self._acks[seq] = (None, 0, size)
         log.error("delivery to %s failed (key %r), reading seq %d dropped: %s", msg.topic(),
                   msg.key(), seq, err)
 
     def _apply_acks(self) -> None:
-        if self._acked:
-            acked, self._acked = self._acked, []
-            offsets, self._acked_offsets = self._acked_offsets, {}
-            self.store.delete(acked, self._acked_bytes, offsets)
-            self._acked_bytes = 0
+        """Delete every reading up to the lowest seq still in flight, and advance each
+        partition's `scan_from` past those only (in one transaction): a reading acknowledged
+        above that stays in the store, and a restart's reconcile finds it in Kafka."""
+        sent, acks = self._sent, self._acks
+        if not acks or not sent or sent[0] not in acks:
+            return
+        upto, count, freed = -1, 0, 0
+        offsets: dict[tuple[str, int], int] = {}
+        while sent and sent[0] in acks:
+            upto = sent.popleft()
+            tp, offset, size = acks.pop(upto)
+            count += 1
+            freed += size
+            if tp is not None:
+                offsets[tp] = offset  # per partition in order: the last is the highest
+        self.store.delete_upto(upto, count, freed, offsets)
 
     def _expire(self) -> None:
         if not self.policy.max_age_s or not self._from_disk:
@@ -437,7 +445,8 @@ class ReadingSink:
         self._to_disk()
         self._sent_upto = -1
         self._in_flight = 0
-        self._acked, self._acked_bytes, self._acked_offsets = [], 0, {}
+        self._sent.clear()
+        self._acks.clear()
         if producer is not None:
             with _suppress():
                 producer.purge()
@@ -478,6 +487,7 @@ class ReadingSink:
         producer = Producer(producer_config(settings, **{
             "client.id": self.connector,
             "message.timeout.ms": 0,  # retried until Kafka has it: the store holds the rest
+            "queue.buffering.max.messages": self.policy.max_in_flight + READ_BATCH,
             **self.producer_overrides}))
         asyncio.run_coroutine_threadsafe(
             self._adopt(producer, header, found, ends, (cache_key, str(schema_id))),
