@@ -27,6 +27,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,43 +256,58 @@ def assert_every_interval(readings: list[dict[str, Any]], windows: list[tuple[in
     assert missed <= polls / 100, f"{missed} of {polls} intervals without a reading"
 
 
+@contextmanager
+def simulator(kind: str, tmp: Path, *args: str) -> Iterator[int]:
+    """`otbridge sim <kind>` on a free port, until the block ends; yields the port."""
+    port, = free_ports(1)
+    with (tmp / f"sim-{kind}.log").open("wb") as log:
+        sim = subprocess.Popen([sys.executable, "-m", "otbridge.cli", "sim", kind, "--port",
+                                str(port), *args], stdout=log, stderr=log,
+                               stdin=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, timeout_s=60, what=f"sim {kind}")
+            yield port
+        finally:
+            sim.send_signal(signal.SIGTERM)
+            sim.wait(20)
+
+
+def outage_with_a_restart(broker: Broker, conn: ConnectorProcess, outage_s: float,
+                          drain_s: float) -> None:
+    """Kafka (and so the registry) away for `outage_s`, the connector SIGKILLed and started
+    again halfway; then Kafka back, the buffer drained, the connector stopped (exit 0)."""
+    broker.kill_kafka()
+    time.sleep(outage_s / 2)
+    conn.kill()
+    time.sleep(1)
+    conn.start()
+    time.sleep(outage_s / 2)
+    broker.start_kafka()
+    conn.wait_drained(drain_s)
+    time.sleep(3)
+    assert conn.stop() == 0, conn.log.read_text()[-3000:]
+
+
 def test_modbus_through_broker_kills_and_a_six_minute_outage(
         broker: Broker, tmp_path: Path, unique: str) -> None:
-    sim_port, = free_ports(1)
-    sim_log = (tmp_path / "sim.log").open("wb")
-    sim = subprocess.Popen([sys.executable, "-m", "otbridge.cli", "sim", "modbus", "--port",
-                            str(sim_port)], stdout=sim_log, stderr=sim_log,
-                           stdin=subprocess.DEVNULL)
     topic = f"test.outage.modbus.{unique}"
-    config = connector_file(tmp_path, broker, "modbus", topic, port=sim_port,
-                            poll_interval_s=POLL_S)
-    conn = ConnectorProcess("modbus", config, tmp_path / "connector.log")
-    try:
-        wait_for_port(sim_port, timeout_s=30, what="sim modbus")
-        conn.start()
-        time.sleep(10)
-        for _ in range(5):  # short broker crashes mid-stream
-            broker.kill_kafka()
-            time.sleep(4)
-            broker.start_kafka()
-            time.sleep(4)
-        # the long one: longer than librdkafka's message.timeout.ms (300 s by default), and
-        # the connector SIGKILLed and restarted inside it, Kafka and the registry unreachable
-        broker.kill_kafka()
-        time.sleep(LONG_OUTAGE_S / 2)
-        conn.kill()
-        time.sleep(1)
-        conn.start()
-        time.sleep(LONG_OUTAGE_S / 2)
-        broker.start_kafka()
-        conn.wait_drained(240)
-        time.sleep(3)
-        assert conn.stop() == 0, conn.log.read_text()[-3000:]
-    finally:
-        conn.ensure_gone()
-        sim.send_signal(signal.SIGTERM)
-        sim.wait(20)
-        sim_log.close()
+    with simulator("modbus", tmp_path) as sim_port:
+        config = connector_file(tmp_path, broker, "modbus", topic, port=sim_port,
+                                poll_interval_s=POLL_S)
+        conn = ConnectorProcess("modbus", config, tmp_path / "connector.log")
+        try:
+            conn.start()
+            time.sleep(10)
+            for _ in range(5):  # short broker crashes mid-stream
+                broker.kill_kafka()
+                time.sleep(4)
+                broker.start_kafka()
+                time.sleep(4)
+            # the long one: longer than librdkafka's message.timeout.ms (300 s by default),
+            # the connector SIGKILLed and restarted inside it, Kafka and registry unreachable
+            outage_with_a_restart(broker, conn, LONG_OUTAGE_S, drain_s=240)
+        finally:
+            conn.ensure_gone()
 
     readings = consume_all(broker.settings, topic)
     instance = assert_exactly_once(readings)
@@ -311,40 +327,23 @@ def test_opcua_through_broker_kills_an_outage_and_a_restart_never_repeats_a_valu
     """Subscriptions report changes: each (connector, seq) once, and no value twice. After
     the restart the server resends every current value with its old source timestamp (a new
     session's initial values); those are repeats, not readings."""
-    sim_port, = free_ports(1)
-    sim_log = (tmp_path / "sim.log").open("wb")
-    sim = subprocess.Popen([sys.executable, "-m", "otbridge.cli", "sim", "opcua", "--port",
-                            str(sim_port), "--speed", "10"], stdout=sim_log, stderr=sim_log,
-                           stdin=subprocess.DEVNULL)
     topic = f"test.outage.opcua.{unique}"
-    config = connector_file(tmp_path, broker, "opcua", topic,
-                            endpoint=f"opc.tcp://127.0.0.1:{sim_port}/",
-                            publishing_interval_s=0.2)
-    conn = ConnectorProcess("opcua", config, tmp_path / "connector.log")
-    try:
-        wait_for_port(sim_port, timeout_s=60, what="sim opcua")
-        conn.start()
-        time.sleep(10)
-        for _ in range(2):
-            broker.kill_kafka()
-            time.sleep(4)
-            broker.start_kafka()
-            time.sleep(4)
-        broker.kill_kafka()
-        time.sleep(20)
-        conn.kill()
-        time.sleep(1)
-        conn.start()
-        time.sleep(20)
-        broker.start_kafka()
-        conn.wait_drained(120)
-        time.sleep(3)
-        assert conn.stop() == 0, conn.log.read_text()[-3000:]
-    finally:
-        conn.ensure_gone()
-        sim.send_signal(signal.SIGTERM)
-        sim.wait(20)
-        sim_log.close()
+    with simulator("opcua", tmp_path, "--speed", "10") as sim_port:
+        config = connector_file(tmp_path, broker, "opcua", topic,
+                                endpoint=f"opc.tcp://127.0.0.1:{sim_port}/",
+                                publishing_interval_s=0.2)
+        conn = ConnectorProcess("opcua", config, tmp_path / "connector.log")
+        try:
+            conn.start()
+            time.sleep(10)
+            for _ in range(2):
+                broker.kill_kafka()
+                time.sleep(4)
+                broker.start_kafka()
+                time.sleep(4)
+            outage_with_a_restart(broker, conn, 40, drain_s=120)
+        finally:
+            conn.ensure_gone()
 
     readings = consume_all(broker.settings, topic)
     assert assert_exactly_once(readings).startswith("outage-opcua@")
@@ -363,31 +362,23 @@ def test_opcua_through_broker_kills_an_outage_and_a_restart_never_repeats_a_valu
 
 def test_a_full_buffer_drops_exactly_what_the_connector_reports(
         broker: Broker, tmp_path: Path, unique: str) -> None:
-    sim_port, = free_ports(1)
-    sim_log = (tmp_path / "sim.log").open("wb")
-    sim = subprocess.Popen([sys.executable, "-m", "otbridge.cli", "sim", "modbus", "--port",
-                            str(sim_port)], stdout=sim_log, stderr=sim_log,
-                           stdin=subprocess.DEVNULL)
     topic = f"test.outage.full.{unique}"
-    config = connector_file(tmp_path, broker, "modbus", topic, port=sim_port,
-                            poll_interval_s=POLL_S,
-                            buffer={"max_bytes": 200_000, "when_full": "drop_oldest"})
-    conn = ConnectorProcess("modbus", config, tmp_path / "connector.log")
-    try:
-        wait_for_port(sim_port, timeout_s=30, what="sim modbus")
-        conn.start()
-        time.sleep(8)
-        broker.kill_kafka()
-        time.sleep(10)  # ~5,000 readings for room of ~1,100
-        broker.start_kafka()
-        conn.wait_drained(120)
-        time.sleep(2)
-        assert conn.stop() == 0, conn.log.read_text()[-3000:]
-    finally:
-        conn.ensure_gone()
-        sim.send_signal(signal.SIGTERM)
-        sim.wait(20)
-        sim_log.close()
+    with simulator("modbus", tmp_path) as sim_port:
+        config = connector_file(tmp_path, broker, "modbus", topic, port=sim_port,
+                                poll_interval_s=POLL_S,
+                                buffer={"max_bytes": 200_000, "when_full": "drop_oldest"})
+        conn = ConnectorProcess("modbus", config, tmp_path / "connector.log")
+        try:
+            conn.start()
+            time.sleep(8)
+            broker.kill_kafka()
+            time.sleep(10)  # ~5,000 readings for room of ~1,100
+            broker.start_kafka()
+            conn.wait_drained(120)
+            time.sleep(2)
+            assert conn.stop() == 0, conn.log.read_text()[-3000:]
+        finally:
+            conn.ensure_gone()
 
     readings = consume_all(broker.settings, topic)
     seqs = Counter(r["seq"] for r in readings)

@@ -53,6 +53,9 @@ from otbridge.settings import Settings
 log = logging.getLogger(__name__)
 TICK_S = 0.02  # the forwarder's cadence while it has something to send or acknowledge
 READ_BATCH = 5000  # rows read from the store at a time
+#: readings handed to the producer in one turn of the event loop, at most: a backlog of
+#: hundreds of thousands is sent in slices, the devices' polls running between them
+SEND_BATCH = 2000
 
 
 @dataclass
@@ -301,12 +304,15 @@ class ReadingSink:
                     delay = min(delay * 2, 15.0)
                     self._expire()
                     continue
-            self._forward()
+            more = self._forward()
             if self._fatal is not None:
                 log.error("producer failed (%s): reconnecting and reconciling", self._fatal)
                 self._reset_producer()
                 continue
-            await self._tick(stop)
+            if more:
+                await asyncio.sleep(0)  # the rest in the next turn, after the polls due
+            else:
+                await self._tick(stop)
 
     async def drain(self, timeout_s: float) -> int:
         """Send what is stored for up to `timeout_s` (after the connector stopped); returns
@@ -333,19 +339,24 @@ class ReadingSink:
         else:
             await _sleep(stop, TICK_S)
 
-    def _forward(self, *, limit_rate: bool = True) -> None:
+    def _forward(self, *, limit_rate: bool = True) -> bool:
+        """One slice of sending (at most SEND_BATCH), the producer's callbacks, the
+        acknowledgements into the store; True if the slice was full (more is waiting)."""
         producer = self._producer
         assert producer is not None
         self.store_pending()
-        room = self.policy.max_in_flight - self._in_flight
+        room = min(self.policy.max_in_flight - self._in_flight, SEND_BATCH)
+        before = self._in_flight
         if room > 0:
             if self._from_disk:
                 self._send_from_disk(producer, room, limit_rate)
             else:
                 self._send_live(producer, room)
+        sent = self._in_flight - before
         producer.poll(0)
         self._apply_acks()
         self._expire()
+        return sent >= SEND_BATCH
 
     def _send_live(self, producer: Producer, room: int) -> None:
         live = self._live
