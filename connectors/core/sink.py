@@ -23,6 +23,7 @@ bytes of asset, tag, unit and source) is encoded once, in a `Series` (see `Readi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import io
@@ -459,7 +460,7 @@ class ReadingSink:
         self._sent.clear()
         self._acks.clear()
         if producer is not None:
-            with _suppress():
+            with contextlib.suppress(Exception):
                 producer.purge()
 
     # --- connecting (in a thread: it waits on the network) ---------------------------------
@@ -565,7 +566,7 @@ def reconcile(settings: Settings, topic: str, scan_from: dict[int, int], header:
                     raise KafkaException(err)
                 value = msg.value()
                 if value and value[:5] == header:
-                    with _suppress():
+                    with contextlib.suppress(Exception):
                         rec = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
                         if isinstance(rec, dict) and rec.get("connector") == connector:
                             found.add(int(rec["seq"]))
@@ -605,14 +606,6 @@ def open_sink(
 
 def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], Exception)  # type: ignore[arg-type]
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
