@@ -248,11 +248,11 @@ def assert_every_interval(readings: list[dict[str, Any]], windows: list[tuple[in
             polls += len(gaps)
             worst = max(gaps, default=0)
             # a reading in every interval: a gap of two intervals is one without. Tolerated:
-            # one interval in a hundred missed, and none longer than a second, for a process
-            # starved of CPU (a 2-core CI machine runs the other suite beside this one); a
-            # blocked event loop, the failure this guards against, stops polling for as long
-            # as Kafka is away
-            assert worst < 1000, (tag, f"no reading for {worst} ms")
+            # one interval in a hundred missed, and none longer than three seconds, for a
+            # process starved of CPU (a 2-core CI machine runs the other suite, Flink jobs
+            # included, beside this one; one CI run saw 1,012 ms); a blocked event loop, the
+            # failure this guards against, stops polling for as long as Kafka is away (minutes)
+            assert worst < 3000, (tag, f"no reading for {worst} ms")
     assert missed <= polls / 100, f"{missed} of {polls} intervals without a reading"
 
 
