@@ -441,4 +441,27 @@ def stage_connector(ctx: Context) -> list[Result]:
         print(f"  {rows[0].figure}: {run.rate:,.0f} {rows[0].unit}, "
               f"{run.cpu_per_10k:.2f} CPU s per 10k", flush=True)  # fmt: skip
         results.extend(rows)
+        if kind == "modbus" and not ctx.quick:
+            results.append(store_cost(ctx, run, duration))
     return results
+
+
+def store_cost(ctx: Context, run: ConnectorRun, duration_s: float) -> Result:
+    """Today's Modbus rate over that of the connector before store and forward (the same
+    load, right after it; bench.baseline)."""
+    from bench import baseline
+
+    figure = "Modbus, through the store on disk / before store and forward"
+    target = at_least(baseline.COST_TARGET, "x")
+    try:
+        before = baseline.modbus_at(baseline.BEFORE_STORE, ctx.settings, duration_s)
+    except (OtbridgeError, OSError, subprocess.SubprocessError) as exc:
+        return Result("connector", figure, 0.0, "x", target=target, met=False,
+                      note=f"not run: {exc}")
+    print(f"  Modbus at {baseline.BEFORE_STORE} (no store): {before:,.0f} readings/s",
+          flush=True)
+    return Result("connector", figure, round(run.rate / before, 3), "x", target=target,
+                  seconds=run.window_s,
+                  note=f"{run.rate:,.0f} readings/s today, {before:,.0f} at "
+                       f"{baseline.BEFORE_STORE} (the connector sending straight to the "
+                       f"producer), same load and machine; target: a cost of at most 20 %")

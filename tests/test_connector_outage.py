@@ -185,7 +185,9 @@ def connector_file(tmp: Path, b: Broker, kind: str, topic: str, **changes: Any) 
 
 
 def consume_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    """Every record of `topic`, from its start to its end now, decoded as written."""
+    """Every record of `topic`, from its start to its end now, decoded as written, with where
+    it is (`_partition`, `_offset`) and whether it says it was sent from the backlog
+    (`_replayed`: the Kafka header otbridge-replayed)."""
     decoder = WireDecoder(None, RegistryLookup.of(settings.registry))
     consumer = Consumer(consumer_config(settings, f"test-outage-{time.monotonic_ns()}",
                                         **{"enable.partition.eof": True}))
@@ -206,8 +208,9 @@ def consume_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
                     continue
                 decoded = decoder.decode(msg.value())
                 assert decoded.record is not None, decoded
-                out.append(decoded.record)
                 partition, offset = msg.partition() or 0, msg.offset() or 0
+                out.append({**decoded.record, "_partition": partition, "_offset": offset,
+                            "_replayed": ("otbridge-replayed", b"1") in (msg.headers() or [])})
                 if offset + 1 >= ends[partition]:
                     todo.discard(partition)
         assert not todo, f"could not read {topic} to its end"
@@ -273,19 +276,44 @@ def simulator(kind: str, tmp: Path, *args: str) -> Iterator[int]:
 
 
 def outage_with_a_restart(broker: Broker, conn: ConnectorProcess, outage_s: float,
-                          drain_s: float) -> None:
+                          drain_s: float) -> tuple[int, int]:
     """Kafka (and so the registry) away for `outage_s`, the connector SIGKILLed and started
-    again halfway; then Kafka back, the buffer drained, the connector stopped (exit 0)."""
+    again halfway; then Kafka back, the buffer drained, the connector stopped (exit 0).
+    Returns when Kafka went and when it was back (wall clock ms)."""
     broker.kill_kafka()
+    down = now_ms()
     time.sleep(outage_s / 2)
     conn.kill()
     time.sleep(1)
     conn.start()
     time.sleep(outage_s / 2)
     broker.start_kafka()
+    up = now_ms()
     conn.wait_drained(drain_s)
     time.sleep(3)
     assert conn.stop() == 0, conn.log.read_text()[-3000:]
+    return down, up
+
+
+def source_ms(r: dict[str, Any]) -> int:
+    return int(r["source_ts"].timestamp() * 1000)
+
+
+def by_asset_in_topic_order(readings: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each asset's readings in the order of its partition (an asset is a key)."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in sorted(readings, key=lambda r: (r["_partition"], r["_offset"])):
+        out[r["asset"]].append(r)
+    return out
+
+
+def assert_replayed_marked(readings: list[dict[str, Any]], down: int, up: int) -> None:
+    """What was read while Kafka was away (and the connector restarted) was sent from the
+    store and says so; what was sent as it was read does not."""
+    during = [r for r in readings if down + 1000 <= source_ms(r) <= up - 1000]
+    assert during and all(r["_replayed"] for r in during), \
+        f"{sum(not r['_replayed'] for r in during)} of {len(during)} not marked"
+    assert any(not r["_replayed"] for r in readings if source_ms(r) < down - 1000)
 
 
 def test_modbus_through_broker_kills_and_a_six_minute_outage(
@@ -305,12 +333,16 @@ def test_modbus_through_broker_kills_and_a_six_minute_outage(
                 time.sleep(4)
             # the long one: longer than librdkafka's message.timeout.ms (300 s by default),
             # the connector SIGKILLed and restarted inside it, Kafka and registry unreachable
-            outage_with_a_restart(broker, conn, LONG_OUTAGE_S, drain_s=240)
+            down, up = outage_with_a_restart(broker, conn, LONG_OUTAGE_S, drain_s=240)
         finally:
             conn.ensure_gone()
 
     readings = consume_all(broker.settings, topic)
     instance = assert_exactly_once(readings)
+    assert_replayed_marked(readings, down, up)
+    for asset, rows in by_asset_in_topic_order(readings).items():  # replay: oldest first
+        stamps = [(source_ms(r), r["seq"]) for r in rows]
+        assert stamps == sorted(stamps), f"{asset}: readings out of order in the topic"
     assert instance.startswith("outage-modbus@")
     alive_s = sum(end - start for start, end in conn.windows) / 1000
     assert len(readings) >= 500 * (alive_s - 10), (len(readings), alive_s)  # >= 500/s
@@ -341,12 +373,13 @@ def test_opcua_through_broker_kills_an_outage_and_a_restart_never_repeats_a_valu
                 time.sleep(4)
                 broker.start_kafka()
                 time.sleep(4)
-            outage_with_a_restart(broker, conn, 40, drain_s=120)
+            down, up = outage_with_a_restart(broker, conn, 40, drain_s=120)
         finally:
             conn.ensure_gone()
 
     readings = consume_all(broker.settings, topic)
     assert assert_exactly_once(readings).startswith("outage-opcua@")
+    assert_replayed_marked(readings, down, up)
     values = Counter((r["asset"], r["tag"], r["source_ts"]) for r in readings
                      if r["quality"] != "BAD")
     repeated = [k for k, n in values.items() if n > 1]
@@ -358,6 +391,36 @@ def test_opcua_through_broker_kills_an_outage_and_a_restart_never_repeats_a_valu
     for start, end in conn.windows:
         stamps = [int(r["source_ts"].timestamp() * 1000) for r in changing]
         assert sum(start + 8000 <= t <= end for t in stamps) >= 10, (start, end)
+
+
+def test_live_first_sends_what_is_read_now_before_the_backlog(
+        broker: Broker, tmp_path: Path, unique: str) -> None:
+    """`replay: live_first`: after an outage (with a restart inside it, so the backlog is on
+    disk only), what the connector reads now reaches Kafka at once and the backlog follows
+    within replay_per_s; still every (connector, seq) exactly once."""
+    topic = f"test.outage.livefirst.{unique}"
+    with simulator("modbus", tmp_path) as sim_port:
+        config = connector_file(tmp_path, broker, "modbus", topic, port=sim_port,
+                                poll_interval_s=POLL_S,
+                                buffer={"replay": "live_first", "replay_per_s": 400})
+        conn = ConnectorProcess("modbus", config, tmp_path / "connector.log")
+        try:
+            conn.start()
+            time.sleep(8)
+            down, up = outage_with_a_restart(broker, conn, 16, drain_s=120)
+        finally:
+            conn.ensure_gone()
+
+    readings = consume_all(broker.settings, topic)
+    assert_exactly_once(readings)
+    assert_replayed_marked(readings, down, up)
+    # live readings taken after Kafka was back, in the topic before the backlog's last one
+    ahead = 0
+    for rows in by_asset_in_topic_order(readings).values():
+        last_replayed = max(i for i, r in enumerate(rows) if r["_replayed"])
+        ahead += sum(1 for r in rows[:last_replayed]
+                     if not r["_replayed"] and source_ms(r) > up)
+    assert ahead >= 1000, f"only {ahead} live readings sent before the end of the backlog"
 
 
 def test_a_full_buffer_drops_exactly_what_the_connector_reports(

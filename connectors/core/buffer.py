@@ -5,46 +5,108 @@ not yet acknowledged, the connector's identity (instance id and the next `seq`) 
 each partition its unacknowledged readings can be (`scan_from`), each change one transaction.
 So a SIGKILL at any instant leaves a consistent store: a numbered reading is either on disk or
 was never seen outside the process, and a restarted connector continues the sequence under the
-same instance id. Why SQLite rather than an append-only segment log: readings leave the store
-in acknowledgement order, not in write order (three partitions, retries), which is a keyed
-delete here and would be an index plus compaction in a log; a transaction of a few hundred rows
-costs about a microsecond a row. `durability: normal` (synchronous=NORMAL) survives the process
-being killed, the WAL being in the OS's page cache; `full` also survives a power cut, at an
-fsync per transaction.
+same instance id.
+
+The readings of one turn of the event loop (a poll's tags) are one row, a *chunk*: their seqs,
+Kafka timestamps, keys and values packed side by side. A row per reading cost about 3 us a
+reading in SQLite alone (half of a connector's whole budget); a chunk costs one insert and one
+delete for hundreds of readings. Why SQLite rather than an append-only segment log: chunks
+leave the store when all their readings are acknowledged, which is not write order across three
+partitions and retries (a keyed delete here, an index plus compaction in a log), and the
+identity and `scan_from` must change in the same transaction as the readings. `durability:
+normal` (synchronous=NORMAL) survives the process being killed, the WAL being in the OS's page
+cache; `full` also survives a power cut, at an fsync per transaction.
 
 Pure storage: what to keep, drop or send is `connectors.core.sink`'s.
 """
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from otbridge.errors import ConfigError
 
-#: one stored reading: seq, when it was taken (ms, for the age bound), Kafka timestamp (ms),
-#: Kafka key, Avro body (the record without the 5-byte wire header: the schema id is added
-#: when it is sent, so readings can be stored before the registry has been reached)
-Row = tuple[int, int, int, bytes, bytes]
-#: bytes a row counts against the bound besides its key and body (seq, times, SQLite's own)
+#: one stored reading: seq, Kafka timestamp (ms), Kafka key, Kafka value (the Avro record in
+#: the wire format; its 5-byte header is the chunk's, replaced when it is sent if the registry
+#: gave another schema id since)
+Row = tuple[int, int, bytes, bytes]
+#: bytes a reading counts against the bound besides its key and value (seq, time, lengths)
 ROW_OVERHEAD = 24
+#: the header of values stored before the registry was ever reached (schema id unknown)
+NO_HEADER = b"\x00\x00\x00\x00\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS readings (
-    seq INTEGER PRIMARY KEY, taken_ms INTEGER NOT NULL, ts INTEGER NOT NULL,
-    key BLOB NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, n INTEGER NOT NULL,
+    taken_ms INTEGER NOT NULL, size INTEGER NOT NULL, header BLOB NOT NULL,
+    seqs BLOB NOT NULL, ts BLOB NOT NULL, klens BLOB NOT NULL, vlens BLOB NOT NULL,
+    keys BLOB NOT NULL, vals BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS last_source (series BLOB PRIMARY KEY, ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS scan_from (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
     PRIMARY KEY (topic, partition));
 """
+_COLUMNS = "first_seq, n, taken_ms, size, header, seqs, ts, klens, vlens, keys, vals"
 
 
-def row_bytes(key: bytes, body: bytes) -> int:
-    return len(key) + len(body) + ROW_OVERHEAD
+def row_bytes(key: bytes, value: bytes) -> int:
+    return len(key) + len(value) + ROW_OVERHEAD
+
+
+@dataclass
+class Chunk:
+    """Readings stored together, identified by their first seq (`key`)."""
+
+    key: int
+    header: bytes  # the wire header the values were encoded with
+    rows: list[Row]
+    taken_ms: int  # when the newest was taken (for the age bound)
+    size: int  # bytes counted against the bound
+
+
+class Packed:
+    """Readings in seq order packed for one chunk row: seqs and timestamps as arrays, keys and
+    values each joined, with their lengths; `size` is what they count against the bound."""
+
+    __slots__ = ("blobs", "rows", "size")
+
+    def __init__(self, rows: list[Row]) -> None:
+        seqs, ts, keys, vals = zip(*rows, strict=True)
+        keys_blob, vals_blob = b"".join(keys), b"".join(vals)
+        self.rows = rows
+        self.blobs = (array("q", seqs).tobytes(), array("q", ts).tobytes(),
+                      array("I", map(len, keys)).tobytes(),
+                      array("I", map(len, vals)).tobytes(), keys_blob, vals_blob)
+        self.size = len(keys_blob) + len(vals_blob) + ROW_OVERHEAD * len(rows)
+
+
+def _unpack(seqs: bytes, ts: bytes, klens: bytes, vlens: bytes, keys: bytes,
+            vals: bytes) -> list[Row]:  # fmt: skip
+    s, t, kl, vl = array("q"), array("q"), array("I"), array("I")
+    s.frombytes(seqs)
+    t.frombytes(ts)
+    kl.frombytes(klens)
+    vl.frombytes(vlens)
+    rows: list[Row] = []
+    add = rows.append
+    ko = vo = 0
+    for seq, stamp, klen, vlen in zip(s, t, kl, vl, strict=True):
+        add((seq, stamp, keys[ko:ko + klen], vals[vo:vo + vlen]))
+        ko += klen
+        vo += vlen
+    return rows
+
+
+def _chunk(row: tuple) -> Chunk:  # type: ignore[type-arg]
+    key, _n, taken_ms, size, header, *packed = row
+    return Chunk(int(key), bytes(header), _unpack(*packed), int(taken_ms), int(size))
 
 
 class Store:
@@ -57,6 +119,9 @@ class Store:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=0.5)
             # exclusive: a second process on the same file fails here, not by corrupting it
             self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # chunks are blobs of tens to hundreds of KB: big pages, fewer WAL frames (a new
+            # file only; an existing one keeps its page size)
+            self.db.execute("PRAGMA page_size=65536")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
             self.db.executescript(_SCHEMA)
@@ -67,6 +132,7 @@ class Store:
                 meta["next_seq"] = "0"
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                     [("instance", meta["instance"]), ("next_seq", "0")])
+            self._upgrade()
             self.db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             raise ConfigError(
@@ -77,120 +143,176 @@ class Store:
             raise ConfigError(f"{path}: this buffer belongs to connector "
                               f"{meta['instance'].split('@')[0]!r}, not {connector_id!r}")
         self.instance: str = meta["instance"]
-        last = self.db.execute("SELECT MAX(seq) FROM readings").fetchone()[0]
+        last = self.db.execute("SELECT MAX(last_seq) FROM chunks").fetchone()[0]
         self.next_seq: int = max(int(meta["next_seq"]), -1 if last is None else last + 1)
-        self.rows, self.bytes = self.db.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(length(key) + length(body) + {ROW_OVERHEAD}), 0) "
-            "FROM readings").fetchone()
+        rows, size = self.db.execute(
+            "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(size), 0) FROM chunks").fetchone()
+        self.rows, self.bytes = int(rows), int(size)
+
+    def _upgrade(self) -> None:
+        """A file of the first version (a row per reading, values without their header):
+        its readings as chunks, in the same transaction."""
+        db = self.db
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'readings'").fetchone():
+            return
+        cursor = db.execute("SELECT seq, taken_ms, ts, key, body FROM readings ORDER BY seq")
+        while batch := cursor.fetchmany(2000):
+            rows = [(s, t, bytes(k), NO_HEADER + bytes(b)) for s, _, t, k, b in batch]
+            self._insert(Packed(rows), NO_HEADER, max(r[1] for r in batch))
+        db.execute("DROP TABLE readings")
 
     def close(self) -> None:
         self.db.close()
 
-    def append(self, rows: Sequence[Row], next_seq: int,
-               last_source: dict[bytes, int] | None = None) -> None:
-        """Store `rows` (in seq order) and that the next reading is numbered `next_seq`, and
-        the newest source time emitted per series where it changed (`last_source`)."""
+    def _insert(self, packed: Packed, header: bytes, taken_ms: int) -> None:
+        rows = packed.rows
+        self.db.execute(f"INSERT INTO chunks ({_COLUMNS}, last_seq) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rows[0][0], len(rows), taken_ms, packed.size, header, *packed.blobs,
+                         rows[-1][0]))  # fmt: skip
+
+    def append(self, packed: Packed | None, header: bytes, next_seq: int,
+               last_source: dict[bytes, int] | None = None) -> Chunk | None:
+        """Store `packed` (values encoded with `header`) as one chunk, that the next reading
+        is numbered `next_seq`, and the newest source time emitted per series where it
+        changed (`last_source`), in one transaction; returns the chunk."""
         db = self.db
+        taken_ms = time.time_ns() // 1_000_000
         db.execute("BEGIN")
-        db.executemany("INSERT INTO readings VALUES (?, ?, ?, ?, ?)", rows)
+        if packed is not None:
+            self._insert(packed, header, taken_ms)
         if last_source:
             db.executemany("INSERT INTO last_source VALUES (?, ?) ON CONFLICT (series) DO "
                            "UPDATE SET ms = excluded.ms", last_source.items())
-        db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(next_seq),))
+        if packed is None or packed.rows[-1][0] + 1 != next_seq:
+            # else the chunk says it: the next seq is one past its last (see __init__)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(next_seq),))
         db.execute("COMMIT")
         self.next_seq = next_seq
-        self.rows += len(rows)
-        self.bytes += sum(row_bytes(r[3], r[4]) for r in rows)
+        if packed is None:
+            return None
+        self.rows += len(packed.rows)
+        self.bytes += packed.size
+        return Chunk(packed.rows[0][0], header, packed.rows, taken_ms, packed.size)
 
-    def delete(self, seqs: Sequence[int], freed: int,
+    def chunks(self, after: int, limit: int, *, below: int | None = None,
+               skip: Collection[int] = ()) -> list[Chunk]:
+        """Up to `limit` chunks with a key above `after` (and below `below`), in key order,
+        leaving out the keys in `skip`."""
+        keys = [k for (k,) in self.db.execute(
+            "SELECT first_seq FROM chunks WHERE first_seq > ? AND first_seq < ? "
+            "ORDER BY first_seq LIMIT ?",
+            (after, 2**62 if below is None else below, limit + len(skip))) if k not in skip]
+        return [_chunk(self.db.execute(f"SELECT {_COLUMNS} FROM chunks WHERE first_seq = ?",
+                                       (k,)).fetchone()) for k in keys[:limit]]
+
+    def unsent(self, after_seq: int, limit: int) -> list[Row]:
+        """Up to `limit` readings with a seq above `after_seq`, in seq order (for tests and
+        tools: the forwarder reads chunks)."""
+        rows: list[Row] = []
+        for chunk in self.chunks(-1, 2**31):
+            rows += [r for r in chunk.rows if r[0] > after_seq]
+            if len(rows) >= limit:
+                break
+        return rows[:limit]
+
+    def delete(self, keys: Iterable[int], count: int, freed: int,
                scan_from: dict[tuple[str, int], int] | None = None) -> None:
-        """Remove rows Kafka has (`freed`: their bytes) and record where each partition's
-        unacknowledged readings start, in one transaction."""
-        db = self.db
-        db.execute("BEGIN")
-        db.executemany("DELETE FROM readings WHERE seq = ?", ((s,) for s in seqs))
-        if scan_from:
-            self._set_scan_from(scan_from)
-        db.execute("COMMIT")
-        self.rows -= len(seqs)
-        self.bytes -= freed
-
-    def delete_upto(self, seq: int, count: int, freed: int,
-                    scan_from: dict[tuple[str, int], int]) -> None:
-        """Remove every row up to `seq` (Kafka has them: `count` rows, `freed` bytes) and
+        """Remove the chunks `keys` (Kafka has them: `count` readings, `freed` bytes) and
         record where each partition's unacknowledged readings start, in one transaction."""
         db = self.db
         db.execute("BEGIN")
-        db.execute("DELETE FROM readings WHERE seq <= ?", (seq,))
+        db.executemany("DELETE FROM chunks WHERE first_seq = ?", ((k,) for k in keys))
         if scan_from:
             self._set_scan_from(scan_from)
         db.execute("COMMIT")
         self.rows -= count
         self.bytes -= freed
 
+    def _replace(self, chunk: Chunk, rows: list[Row]) -> tuple[int, int]:
+        """Within a transaction: `chunk` holding only `rows` now (gone when empty); returns
+        (readings, bytes) removed."""
+        self.db.execute("DELETE FROM chunks WHERE first_seq = ?", (chunk.key,))
+        size = 0
+        if rows:
+            packed = Packed(rows)
+            self._insert(packed, chunk.header, chunk.taken_ms)
+            size = packed.size
+        return len(chunk.rows) - len(rows), chunk.size - size
+
     def delete_found(self, seqs: Iterable[int], scan_from: dict[tuple[str, int], int]) -> int:
-        """Remove the rows among `seqs` that are stored (found in Kafka by a reconcile) and set
-        `scan_from`; returns how many were stored."""
+        """Remove the readings among `seqs` that are stored (found in Kafka by a reconcile)
+        and set `scan_from`, in one transaction; returns how many were stored."""
+        found = sorted(set(seqs))
         db = self.db
         db.execute("BEGIN")
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS found (seq INTEGER PRIMARY KEY)")
-        db.execute("DELETE FROM found")
-        db.executemany("INSERT OR IGNORE INTO found VALUES (?)", ((s,) for s in seqs))
-        count, size = db.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(length(key) + length(body) + {ROW_OVERHEAD}), 0) "
-            "FROM readings WHERE seq IN (SELECT seq FROM found)").fetchone()
-        db.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM found)")
+        removed = freed = 0
+        if found:
+            spans = db.execute("SELECT first_seq, last_seq FROM chunks WHERE last_seq >= ? AND "
+                               "first_seq <= ?", (found[0], found[-1])).fetchall()
+            for first, last in spans:
+                at = bisect.bisect_left(found, first)
+                if at == len(found) or found[at] > last:
+                    continue
+                (chunk,) = self.chunks(first - 1, 1)
+                hits = set(found[at:bisect.bisect_right(found, last)])
+                count, size = self._replace(chunk, [r for r in chunk.rows if r[0] not in hits])
+                removed += count
+                freed += size
         self._set_scan_from(scan_from)
         db.execute("COMMIT")
-        self.rows -= count
-        self.bytes -= size
-        return int(count)
+        self.rows -= removed
+        self.bytes -= freed
+        return removed
 
-    def drop_oldest(self, after_seq: int, need_bytes: int) -> tuple[int, int]:
-        """Delete the oldest rows after `after_seq` until `need_bytes` are freed (or none is
-        left); returns (rows, bytes) deleted."""
+    def drop_oldest(self, after: int, need_bytes: int, *, skip: Collection[int] = ()
+                    ) -> tuple[int, int]:  # fmt: skip
+        """Delete the oldest readings in chunks with a key above `after` (not in `skip`) until
+        `need_bytes` are freed or none is left; returns (readings, bytes) deleted."""
         db = self.db
-        found: list[tuple[int, int]] = []
-        freed = 0
-        cursor = db.execute(
-            f"SELECT seq, length(key) + length(body) + {ROW_OVERHEAD} FROM readings "
-            "WHERE seq > ? ORDER BY seq", (after_seq,))
-        for seq, size in cursor:
-            found.append((seq, size))
-            freed += size
-            if freed >= need_bytes:
-                break
-        cursor.close()
-        self.delete([s for s, _ in found], freed)
-        return len(found), freed
-
-    def expire(self, after_seq: int, taken_before_ms: int) -> int:
-        """Delete rows after `after_seq` taken before `taken_before_ms`; returns how many."""
-        db = self.db
+        dropped = freed = 0
         db.execute("BEGIN")
-        count, size = db.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(length(key) + length(body) + {ROW_OVERHEAD}), 0) "
-            "FROM readings WHERE seq > ? AND taken_ms < ?",
-            (after_seq, taken_before_ms)).fetchone()
-        db.execute("DELETE FROM readings WHERE seq > ? AND taken_ms < ?",
-                   (after_seq, taken_before_ms))
+        while freed < need_bytes:
+            found = self.chunks(after, 1, skip=skip)
+            if not found:
+                break
+            chunk = found[0]
+            after = chunk.key
+            rows, i = chunk.rows, 0
+            while i < len(rows) and freed < need_bytes:  # the oldest of the chunk first
+                freed += row_bytes(rows[i][2], rows[i][3])
+                i += 1
+            count, _ = self._replace(chunk, rows[i:])
+            dropped += count
         db.execute("COMMIT")
-        self.rows -= count
-        self.bytes -= size
-        return int(count)
+        self.rows -= dropped
+        self.bytes -= freed
+        return dropped, freed
 
-    def unsent(self, after_seq: int, limit: int) -> list[Row]:
-        """Up to `limit` rows after `after_seq`, in seq order."""
-        return self.db.execute(
-            "SELECT seq, taken_ms, ts, key, body FROM readings WHERE seq > ? ORDER BY seq "
-            "LIMIT ?", (after_seq, limit)).fetchall()
+    def expire(self, after: int, taken_before_ms: int, *, below: int | None = None,
+               skip: Collection[int] = ()) -> int:
+        """Delete the chunks with a key above `after` (below `below`, not in `skip`) whose
+        newest reading was taken before `taken_before_ms`; returns how many readings."""
+        db = self.db
+        old = [(k, n, size) for k, n, size in db.execute(
+            "SELECT first_seq, n, size FROM chunks WHERE first_seq > ? AND first_seq < ? AND "
+            "taken_ms < ?", (after, 2**62 if below is None else below, taken_before_ms))
+            if k not in skip]  # fmt: skip
+        if old:
+            self.delete([k for k, _, _ in old], sum(n for _, n, _ in old),
+                        sum(size for _, _, size in old))
+        return sum(n for _, n, _ in old)
+
+    def set_taken_ms(self, key: int, taken_ms: int) -> None:
+        """For tests: when the readings of chunk `key` were taken."""
+        self.db.execute("UPDATE chunks SET taken_ms = ? WHERE first_seq = ?", (taken_ms, key))
 
     def last_source(self) -> dict[bytes, int]:
         return {bytes(k): int(v) for k, v in self.db.execute("SELECT series, ms FROM last_source")}
 
     def oldest_taken_ms(self) -> int | None:
-        row = self.db.execute("SELECT taken_ms FROM readings ORDER BY seq LIMIT 1").fetchone()
-        return None if row is None else int(row[0])
+        row = self.db.execute("SELECT MIN(taken_ms) FROM chunks").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def scan_from(self, topic: str) -> dict[int, int]:
         return dict(self.db.execute(
@@ -201,11 +323,6 @@ class Store:
             'INSERT INTO scan_from VALUES (?, ?, ?) ON CONFLICT (topic, partition) '
             'DO UPDATE SET "offset" = MAX("offset", excluded."offset")',
             [(t, p, o) for (t, p), o in scan_from.items()])
-
-    def set_scan_from(self, scan_from: dict[tuple[str, int], int]) -> None:
-        self.db.execute("BEGIN")
-        self._set_scan_from(scan_from)
-        self.db.execute("COMMIT")
 
     def get(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

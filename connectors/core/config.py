@@ -57,6 +57,10 @@ class BufferPolicy(Model):
     replay_per_s: int = Field(
         100_000, gt=0, description="readings/s sent from the file while it has a backlog (the "
         "live readings are behind them: keep it above the connector's own rate)")
+    replay: Literal["oldest_first", "live_first"] = Field(
+        "oldest_first", description="after an outage: oldest_first sends the backlog before "
+        "what is read now (each asset's readings in order); live_first sends what is read now "
+        "at once and the backlog behind it (within replay_per_s)")
     max_in_flight: int = Field(100_000, gt=0, description="readings handed to the producer "
                                                          "and not yet acknowledged, at most")
     durability: Literal["normal", "full"] = Field(

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import io
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +38,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema
 
-from connectors.core.buffer import ROW_OVERHEAD, Row, Store, row_bytes
+from connectors.core.buffer import NO_HEADER, Chunk, Packed, Row, Store, row_bytes
 from connectors.core.config import BufferPolicy
 from otbridge.codec.avro import Quality, ReadingEncoder, Series
 from otbridge.kafka import (
@@ -53,10 +53,16 @@ from otbridge.settings import Settings
 
 log = logging.getLogger(__name__)
 TICK_S = 0.02  # the forwarder's cadence while it has something to send or acknowledge
-READ_BATCH = 5000  # rows read from the store at a time
 #: readings handed to the producer in one turn of the event loop, at most: a backlog of
 #: hundreds of thousands is sent in slices, the devices' polls running between them
 SEND_BATCH = 2000
+#: emitted readings are stored (one transaction, one chunk) at most this long after the first
+#: of them: one commit for the polls of all devices in that time, not one per poll (a commit
+#: costs ~100 us); a reading reaches the producer only once it is stored
+STORE_AFTER_S = 0.01
+#: the Kafka header on a reading sent from the backlog (stored while it could not be sent, or
+#: read back after the live readings fell behind): it may arrive after newer ones
+REPLAYED: list[tuple[str, str | bytes | None]] = [("otbridge-replayed", b"1")]
 
 
 @dataclass
@@ -91,6 +97,61 @@ class Counters:
         )
 
 
+class _Flight:
+    """One chunk on its way to Kafka: its rows, how many were handed to the producer (`next`)
+    and how many are not acknowledged yet (`left`). Its bound `delivered` is the producer's
+    callback for each of them (one object per chunk, not a closure per reading)."""
+
+    __slots__ = (
+        "failed",
+        "header",
+        "key",
+        "left",
+        "n",
+        "next",
+        "offsets",
+        "replayed",
+        "rows",
+        "sink",
+        "size",
+    )
+
+    def __init__(self, sink: ReadingSink, chunk: Chunk, *, replayed: bool) -> None:
+        self.sink = sink
+        self.key = chunk.key
+        self.header = chunk.header
+        self.rows = chunk.rows
+        self.n = len(chunk.rows)
+        self.size = chunk.size
+        self.next = 0
+        self.left = self.n
+        self.failed = 0
+        self.offsets: dict[int, int] = {}  # partition -> highest offset acknowledged
+        self.replayed = replayed
+
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.left -= 1
+            self.offsets[msg.partition()] = msg.offset()  # type: ignore[index, assignment]
+            return
+        code = err.code()
+        if code in _PURGED:  # a producer given up on (reconnect): its readings are stored
+            return
+        if err.fatal() or code == KafkaError._TIMED_OUT:
+            # unknown whether it was written: reconcile (new producer) before sending more
+            self.sink._fatal = self.sink._fatal or err
+            return
+        # a permanent rejection (e.g. too large, not authorized): retrying cannot succeed
+        self.left -= 1
+        self.failed += 1
+        self.sink.counters.delivery_failures += 1
+        log.error("delivery to %s failed (key %r), a reading of chunk %d dropped: %s",
+                  msg.topic(), msg.key(), self.key, err)
+
+
+_PURGED = frozenset((KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT))
+
+
 class ReadingSink:
     """Numbers samples (`seq`, no gaps, continued across restarts) and stores and forwards
     them as Readings. The connector instance id (`connector`) is the store's: (connector,
@@ -121,9 +182,13 @@ class ReadingSink:
         self.seq = store.next_seq
         self._first_seq = self.seq
         self._series: dict[tuple[str, str, str | None, str], Series] = {}
-        # bodies only: the wire header (schema id) is known once the registry answered
-        self._encode_series = ReadingEncoder.for_schema_id(0).encode
-        self.header: bytes | None = None
+        # readings are encoded with the schema id the registry gave last time (kept in the
+        # store), or none yet; a chunk encoded with another id than the registry's now gets
+        # its header replaced when it is sent
+        cached = store.get(self._cache_key())
+        self._encoding = NO_HEADER if cached is None else _header(int(cached))
+        self._encode_series = ReadingEncoder.for_schema_id(int(cached or 0)).encode
+        self.header: bytes | None = None  # the registry's, while connected
         self._pending: list[Row] = []  # emitted, not yet in the store
         self._last_source: dict[bytes, int] | None = None  # see is_repeat
         self._last_source_dirty: dict[bytes, int] = {}
@@ -132,17 +197,20 @@ class ReadingSink:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # made outside the loop: `run` sets it
             self._loop = None
-        # stored rows not yet handed to the producer: in memory while the forwarder keeps up
-        # (`_live`), read back from the store when it does not (`_from_disk`)
-        self._live: deque[Row] = deque()
-        self._from_disk = True  # until the forwarder is connected and has reconciled
-        self._sent_upto = -1  # highest seq handed to the producer (from the store's order)
-        self._in_flight = 0
-        # acknowledgements leave the store as a range: every seq up to the lowest one still
-        # in flight (`_sent`: seqs in the order sent, which is seq order); `_acks`: seq ->
-        # (topic and partition, or None for a rejected one; next offset; bytes)
-        self._sent: deque[int] = deque()
-        self._acks: dict[int, tuple[tuple[str, int] | None, int, int]] = {}
+        # what to send next: chunks stored while the forwarder keeps up wait in memory
+        # (`_live`, while `_live_mode`); the others (`_backlog`) are read back from the store
+        # in key order (after `_cursor`, below `_boundary`, leaving out those `_taken`)
+        self._live: deque[_Flight] = deque()
+        self._live_rows = 0
+        self._live_mode = False
+        self._backlog = True  # until the forwarder is connected and has reconciled
+        self._boundary: int | None = None
+        self._cursor = -1
+        self._taken: set[int] = set()  # chunks being sent or in flight (not yet deleted)
+        self._current: _Flight | None = None  # the chunk being handed to the producer
+        # chunks handed to the producer, in that order; they leave the store from the front,
+        # each once all its readings are acknowledged
+        self._sent: deque[_Flight] = deque()
         self._producer: Producer | None = None
         self._fatal: KafkaError | None = None
         self._dropping = 0  # readings dropped in the current episode (0: none going on)
@@ -178,19 +246,17 @@ class ReadingSink:
         if self.limit is not None and seq - self._first_seq >= self.limit:
             return False
         now = time.time_ns() // 1_000_000
-        body = self._encode_series(
-            series, value, text, quality.value, source_ms, now, seq, self.connector)[5:]
         # the record's Kafka timestamp is the source time: event time for consumers and jobs
-        self._pending.append((seq, now, source_ms, series.key, body))
+        self._pending.append((seq, source_ms, series.key, self._encode_series(
+            series, value, text, quality.value, source_ms, now, seq, self.connector)))
         self.seq = seq + 1
         counters = self.counters
         counters.readings += 1
         if quality is Quality.BAD:
             counters.bad += 1
-        if not self._scheduled:
+        if not self._scheduled and self._loop is not None:
             self._scheduled = True
-            if self._loop is not None:
-                self._loop.call_soon(self.store_pending)
+            self._loop.call_later(STORE_AFTER_S, self.store_pending)
         if self.on_limit is not None and self.full:
             self.on_limit()
         return True
@@ -211,8 +277,11 @@ class ReadingSink:
         return False
 
     def poll(self) -> None:
-        """Store what was emitted (a connector calls it when it yields anyway)."""
-        self.store_pending()
+        """A connector calls it when it yields anyway: what was emitted is stored (and then
+        sent) within STORE_AFTER_S, together with what the other devices emit meanwhile."""
+        if self._pending and not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_later(STORE_AFTER_S, self.store_pending)
 
     def stats(self) -> str:
         """The counters' summary, with what the store holds now."""
@@ -220,42 +289,45 @@ class ReadingSink:
         return self.counters.summary()
 
     def store_pending(self) -> None:
-        """The emitted readings into the store, in one transaction, within its bounds."""
+        """The emitted readings into the store as one chunk, in one transaction, within its
+        bounds."""
         self._scheduled = False
         rows, self._pending = self._pending, []
         if not rows and not self._last_source_dirty:
             return
-        size = sum([len(r[3]) + len(r[4]) for r in rows]) + ROW_OVERHEAD * len(rows)
-        if size > self.policy.max_bytes - self.store.bytes:
-            rows, size, _ = self._make_room(rows, size)
+        packed = Packed(rows) if rows else None
+        if packed is not None and packed.size > self.policy.max_bytes - self.store.bytes:
+            rows = self._make_room(rows, packed.size)
+            packed = Packed(rows) if rows else None
         dirty, self._last_source_dirty = self._last_source_dirty, {}
         # with no rows: the sequence moves past the dropped ones
-        self.store.append(rows, self.seq, dirty)
-        if rows:
-            if not self._from_disk:
-                self._live.extend(rows)
-                if len(self._live) > self.policy.max_in_flight:  # behind: read back later
+        chunk = self.store.append(packed, self._encoding, self.seq, dirty)
+        if chunk is not None:
+            if self._live_mode:
+                self._live.append(_Flight(self, chunk, replayed=False))
+                self._live_rows += len(chunk.rows)
+                if self._live_rows > self.policy.max_in_flight:  # behind: read back later
                     self._to_disk()
             self._wake.set()
         if self._dropping and self.store.bytes <= self.policy.max_bytes * 0.9:
             self._episode_over()  # room again (with a margin: one episode, not one per poll)
 
-    def _make_room(self, rows: list[Row], size: int) -> tuple[list[Row], int, int]:
+    def _make_room(self, rows: list[Row], size: int) -> list[Row]:
         store, policy, dropped = self.store, self.policy, 0
         if policy.when_full == "drop_oldest":
-            self._to_disk()  # the oldest unsent rows are the store's
+            self._to_disk()  # the oldest unsent readings are the store's
             need = size - (policy.max_bytes - store.bytes)
-            count, _ = store.drop_oldest(self._sent_upto, need)
+            count, _ = store.drop_oldest(-1, need, skip=self._taken)
             dropped += count
         while rows and size > policy.max_bytes - store.bytes:
             # stop_accepting, or nothing unsent left to drop: the newest do not fit
             drop = rows.pop(0 if policy.when_full == "drop_oldest" else -1)
-            size -= row_bytes(drop[3], drop[4])
+            size -= row_bytes(drop[2], drop[3])
             dropped += 1
         if dropped:
             self.counters.dropped_full += dropped
             self._note_dropped(dropped, "full")
-        return rows, size, dropped
+        return rows
 
     def _note_dropped(self, count: int, why: str) -> None:
         if not self._dropping:
@@ -279,8 +351,13 @@ class ReadingSink:
             self._dropping = 0
 
     def _to_disk(self) -> None:
+        """Forget the chunks waiting in memory: they are read back from the store, all
+        unsent chunks oldest first (the one being sent is finished first)."""
         self._live.clear()
-        self._from_disk = True
+        self._live_rows = 0
+        self._live_mode = False
+        self._backlog = True
+        self._boundary = None
 
     # --- the forwarder ---------------------------------------------------------------------
 
@@ -333,12 +410,17 @@ class ReadingSink:
         return int(self.store.rows)
 
     async def _tick(self, stop: asyncio.Event) -> None:
-        idle = not self._live and not self._from_disk and not self._in_flight
+        idle = not (self._live or self._backlog or self._current or self._sent)
         self._wake.clear()
         if idle:
             await _wait(stop, self._wake, 0.5)
         else:
             await _sleep(stop, TICK_S)
+
+    @property
+    def in_flight(self) -> int:
+        """Readings handed to the producer and not acknowledged yet."""
+        return sum([f.next - f.n + f.left for f in self._sent])
 
     def _forward(self, *, limit_rate: bool = True) -> bool:
         """One slice of sending (at most SEND_BATCH), the producer's callbacks, the
@@ -346,98 +428,118 @@ class ReadingSink:
         producer = self._producer
         assert producer is not None
         self.store_pending()
-        room = min(self.policy.max_in_flight - self._in_flight, SEND_BATCH)
-        before = self._in_flight
-        if room > 0:
-            if self._from_disk:
-                self._send_from_disk(producer, room, limit_rate)
-            else:
-                self._send_live(producer, room)
-        sent = self._in_flight - before
+        room = min(self.policy.max_in_flight - self.in_flight, SEND_BATCH)
+        sent = self._send(producer, room, limit_rate) if room > 0 else 0
         producer.poll(0)
         self._apply_acks()
         self._expire()
         return sent >= SEND_BATCH
 
-    def _send_live(self, producer: Producer, room: int) -> None:
-        live = self._live
-        n = min(room, len(live))
-        for _ in range(n):
-            if not self._send(producer, live.popleft()):
-                self._to_disk()
-                return
+    def _send(self, producer: Producer, room: int, limit_rate: bool) -> int:
+        """Up to `room` readings to the producer: the chunk being sent, then the next ones."""
+        sent = 0
+        while sent < room:
+            flight = self._current
+            if flight is None:
+                flight = self._current = self._next_flight(limit_rate)
+                if flight is None:
+                    break
+            sent += self._produce(producer, flight, room - sent)
+            if flight.next < flight.n:  # no room left, or the producer's queue is full
+                break
+            self._current = None
+        return sent
 
-    def _send_from_disk(self, producer: Producer, room: int, limit_rate: bool) -> None:
-        if limit_rate:
-            now = time.monotonic()
-            rate = self.policy.replay_per_s
-            self._tokens = min(float(rate), self._tokens + (now - self._tokens_at) * rate)
-            self._tokens_at = now
-            room = min(room, int(self._tokens))
-        while room > 0:
-            rows = self.store.unsent(self._sent_upto, min(room, READ_BATCH))
-            for row in rows:
-                if not self._send(producer, row):
-                    return
-            room -= len(rows)
+    def _next_flight(self, limit_rate: bool) -> _Flight | None:
+        """The chunk to send next: in memory (live) or read back from the store (backlog),
+        in the order `replay` asks for; a backlog within `replay_per_s`."""
+        if self._live and (self._boundary is not None or not self._backlog):
+            return self._take_live()
+        if self._backlog:
             if limit_rate:
-                self._tokens -= len(rows)
-            if len(rows) < READ_BATCH and room > 0:  # caught up: from memory again
-                self._from_disk = False
-                return
-            if not rows:
-                return
+                now = time.monotonic()
+                rate = self.policy.replay_per_s
+                self._tokens = min(float(rate), self._tokens + (now - self._tokens_at) * rate)
+                self._tokens_at = now
+                if self._tokens < 1:
+                    return None
+            found = self.store.chunks(self._cursor, 1, below=self._boundary, skip=self._taken)
+            if found:
+                (chunk,) = found
+                self._cursor = chunk.key
+                self._taken.add(chunk.key)
+                if limit_rate:
+                    self._tokens -= len(chunk.rows)
+                return _Flight(self, chunk, replayed=True)
+            # caught up: what is stored from now on waits in memory
+            self._backlog = False
+            self._boundary = None
+            self._live_mode = True
+        return self._take_live()
 
-    def _send(self, producer: Producer, row: Row) -> bool:
-        seq, _, ts, key, body = row
-        assert self.header is not None
+    def _take_live(self) -> _Flight | None:
+        if not self._live:
+            return None
+        flight = self._live.popleft()
+        self._live_rows -= flight.n
+        self._taken.add(flight.key)
+        return flight
+
+    def _produce(self, producer: Producer, flight: _Flight, room: int) -> int:
+        """Hand up to `room` of `flight`'s readings to the producer; returns how many."""
+        rows, start = flight.rows, flight.next
+        end = min(flight.n, start + room)
+        header = self.header
+        assert header is not None
+        rewrite = flight.header != header
+        produce, topic, delivered = producer.produce, self.topic, flight.delivered
+        i = start
         try:
-            producer.produce(self.topic, value=self.header + body, key=key, timestamp=ts,
-                             on_delivery=functools.partial(
-                                 self._delivered, seq, len(key) + len(body) + ROW_OVERHEAD))
-        except BufferError:  # the producer's own queue is full: the store keeps it
-            return False
-        self._sent_upto = seq
-        self._sent.append(seq)
-        self._in_flight += 1
-        return True
-
-    def _delivered(self, seq: int, size: int, err: KafkaError | None, msg: Message) -> None:
-        self._in_flight -= 1
-        if err is None:
-            self.counters.delivered += 1
-            self._acks[seq] = ((msg.topic(), msg.partition()), msg.offset() + 1, size)  # type: ignore
-            return
-        if err.fatal() or err.code() == KafkaError._TIMED_OUT:
-            # unknown whether it was written: reconcile (new producer) before sending more
-            self._fatal = self._fatal or err
-            return
-        # a permanent rejection (e.g. too large, not authorized): retrying cannot succeed
-        self.counters.delivery_failures += 1
-        self._acks[seq] = (None, 0, size)
-        log.error("delivery to %s failed (key %r), reading seq %d dropped: %s", msg.topic(),
-                  msg.key(), seq, err)
+            if rewrite or flight.replayed:
+                headers = REPLAYED if flight.replayed else None
+                for _, ts, key, value in rows[start:end]:
+                    if rewrite:
+                        value = header + value[5:]
+                    produce(topic, value, key, timestamp=ts, on_delivery=delivered,
+                            headers=headers)
+                    i += 1
+            else:  # the hot path: live readings
+                for _, ts, key, value in rows[start:end]:
+                    produce(topic, value, key, timestamp=ts, on_delivery=delivered)
+                    i += 1
+        except BufferError:  # the producer's own queue is full: the rest in a later turn
+            pass
+        if start == 0 and i > 0:
+            self._sent.append(flight)
+        flight.next = i
+        return i - start
 
     def _apply_acks(self) -> None:
-        """Delete every reading up to the lowest seq still in flight, and advance each
-        partition's `scan_from` past those only (in one transaction): a reading acknowledged
-        above that stays in the store, and a restart's reconcile finds it in Kafka."""
-        sent, acks = self._sent, self._acks
-        if not acks or not sent or sent[0] not in acks:
+        """Delete the chunks at the front of `_sent` whose readings are all acknowledged,
+        and advance each partition's `scan_from` past those only (in one transaction): a
+        reading acknowledged behind one still in flight stays in the store, and a restart's
+        reconcile finds it in Kafka."""
+        sent = self._sent
+        if not sent or sent[0].left:
             return
-        upto, count, freed = -1, 0, 0
+        keys: list[int] = []
+        count = freed = delivered = 0
         offsets: dict[tuple[str, int], int] = {}
-        while sent and sent[0] in acks:
-            upto = sent.popleft()
-            tp, offset, size = acks.pop(upto)
-            count += 1
-            freed += size
-            if tp is not None:
-                offsets[tp] = offset  # per partition in order: the last is the highest
-        self.store.delete_upto(upto, count, freed, offsets)
+        topic, taken = self.topic, self._taken
+        while sent and not sent[0].left:
+            flight = sent.popleft()
+            keys.append(flight.key)
+            taken.discard(flight.key)
+            count += flight.n
+            freed += flight.size
+            delivered += flight.n - flight.failed
+            for partition, offset in flight.offsets.items():
+                offsets[(topic, partition)] = offset + 1  # later chunks: higher offsets
+        self.counters.delivered += delivered
+        self.store.delete(keys, count, freed, offsets)
 
     def _expire(self) -> None:
-        if not self.policy.max_age_s or not self._from_disk:
+        if not self.policy.max_age_s or not self._backlog:
             return
         now = time.monotonic()
         if now < self._expire_at:
@@ -446,7 +548,7 @@ class ReadingSink:
         oldest = self.store.oldest_taken_ms()
         cutoff = time.time_ns() // 1_000_000 - int(self.policy.max_age_s * 1000)
         if oldest is not None and oldest < cutoff:
-            count = self.store.expire(self._sent_upto, cutoff)
+            count = self.store.expire(-1, cutoff, below=self._boundary, skip=self._taken)
             if count:
                 self.counters.dropped_age += count
                 self._note_dropped(count, "age")
@@ -454,16 +556,27 @@ class ReadingSink:
     def _reset_producer(self) -> None:
         producer, self._producer = self._producer, None
         self._fatal = None
-        self._to_disk()
-        self._sent_upto = -1
-        self._in_flight = 0
-        self._sent.clear()
-        self._acks.clear()
+        self.header = None
+        self._restart_sending()
         if producer is not None:
             with contextlib.suppress(Exception):
                 producer.purge()
 
+    def _restart_sending(self) -> None:
+        """Nothing in flight: everything stored is sent again from the store."""
+        self._to_disk()
+        self._current = None
+        self._cursor = -1
+        self._taken.clear()
+        self._sent.clear()
+
     # --- connecting (in a thread: it waits on the network) ---------------------------------
+
+    def _cache_key(self) -> str:
+        """Where the store keeps the schema id of this registry, subject and schema."""
+        text = schema_text("Reading").strip()
+        return "schema_id " + hashlib.sha256(
+            f"{self.settings.registry.url}\n{self.topic}-value\n{text}".encode()).hexdigest()
 
     def _connect(self) -> None:
         """In a thread (it waits on the network); the store is touched on the loop's only."""
@@ -471,8 +584,7 @@ class ReadingSink:
         assert loop is not None
         settings, subject = self.settings, f"{self.topic}-value"
         text = schema_text("Reading").strip()
-        cache_key = "schema_id " + hashlib.sha256(
-            f"{settings.registry.url}\n{subject}\n{text}".encode()).hexdigest()
+        cache_key = self._cache_key()
         cached, scan_from = asyncio.run_coroutine_threadsafe(
             self._on_loop(lambda: (self.store.get(cache_key), self.store.scan_from(self.topic))),
             loop).result()
@@ -494,37 +606,81 @@ class ReadingSink:
             schema_id = int(cached)
             log.warning("registry %s unreachable (%s): using schema id %d from the last "
                         "registration", settings.registry.url, _why(exc), schema_id)
-        header = b"\x00" + schema_id.to_bytes(4, "big")
-        found, ends = reconcile(settings, self.topic, scan_from, header, self.connector)
+        found, ends = reconcile(settings, self.topic, scan_from, _header(schema_id),
+                                self.connector)
         producer = Producer(producer_config(settings, **{
             "client.id": self.connector,
+            "logger": kafka_client_logger(),
             "message.timeout.ms": 0,  # retried until Kafka has it: the store holds the rest
-            "queue.buffering.max.messages": self.policy.max_in_flight + READ_BATCH,
+            "queue.buffering.max.messages": self.policy.max_in_flight + 2 * SEND_BATCH,
             **self.producer_overrides}))
         asyncio.run_coroutine_threadsafe(
-            self._adopt(producer, header, found, ends, (cache_key, str(schema_id))),
-            loop).result()
+            self._adopt(producer, schema_id, found, ends, cache_key), loop).result()
 
     @staticmethod
     async def _on_loop(work: Callable[[], Any]) -> Any:
         return work()
 
-    async def _adopt(self, producer: Producer, header: bytes, found: set[int],
-                     ends: dict[tuple[str, int], int], schema_id: tuple[str, str]) -> None:
+    async def _adopt(self, producer: Producer, schema_id: int, found: set[int],
+                     ends: dict[tuple[str, int], int], cache_key: str) -> None:
         """On the loop's thread: forget what Kafka already has, then send from the store."""
-        self.store.put(*schema_id)
-        self.store_pending()
+        self.store.put(cache_key, str(schema_id))
+        self.store_pending()  # encoded with the id known before: stored with it
+        header = _header(schema_id)
+        if header != self._encoding:
+            self._encoding = header
+            self._encode_series = ReadingEncoder.for_schema_id(schema_id).encode
         avoided = self.store.delete_found(found, ends)
         if avoided:
             log.info("%d readings of %s were already in %s; not sent again", avoided,
                      self.connector, self.topic)
         self.counters.duplicates_avoided += avoided
-        self._to_disk()
-        self._sent_upto = -1
+        self._restart_sending()
+        if self.policy.replay == "live_first":  # what comes now first, the backlog behind
+            self._boundary = self.store.next_seq
+            self._live_mode = True
         self.header = header
         self._producer = producer
         log.info("forwarding to %s at %s (%d readings in %s)", self.topic,
                  self.settings.kafka.bootstrap_servers, self.store.rows, self.store.path)
+
+
+class _Repeats(logging.Filter):
+    """librdkafka's own log lines (the producer's `logger`), each kind at most once per
+    `every_s`: a broker away for minutes is one line a minute, with how many were held back,
+    not two a second ("Connect to ... failed: Connection refused")."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[str, tuple[float, int]] = {}  # kind -> (when logged, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        text = str(args[-1]) if args else record.getMessage()
+        kind = re.sub(r"\d+", "#", text.split("]: ", 1)[-1])[:120]
+        now = time.monotonic()
+        last, held = self._seen.get(kind, (-1e9, 0))
+        if now - last < self.every_s:
+            self._seen[kind] = (last, held + 1)
+            return False
+        self._seen[kind] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last %.0f s)"
+            record.args = (*args, now - last)
+        return True
+
+
+def kafka_client_logger() -> logging.Logger:
+    """The logger librdkafka's lines of a connector's producer go to (see _Repeats)."""
+    logger = log.getChild("librdkafka")
+    if not any(isinstance(f, _Repeats) for f in logger.filters):
+        logger.addFilter(_Repeats())
+    return logger
+
+
+def _header(schema_id: int) -> bytes:
+    return b"\x00" + schema_id.to_bytes(4, "big")
 
 
 def reconcile(settings: Settings, topic: str, scan_from: dict[int, int], header: bytes,
