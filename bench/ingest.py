@@ -443,7 +443,30 @@ def stage_connector(ctx: Context) -> list[Result]:
         results.extend(rows)
         if kind == "modbus" and not ctx.quick:
             results.append(store_cost(ctx, run, duration))
+    results.extend(replay_results(ctx))
     return results
+
+
+def replay_results(ctx: Context) -> list[Result]:
+    """A backlog stored while Kafka was away, drained (bench.replay): at the default
+    replay_per_s and unlimited."""
+    from bench import replay
+    from connectors.core.config import BufferPolicy
+
+    readings = 200_000 if ctx.quick else 1_000_000
+    default = BufferPolicy().replay_per_s
+    out = []
+    for limit in (default, 10**9):
+        r = replay.run_replay(ctx.settings, readings, limit)
+        shown = f"replay_per_s {limit:,}" if limit == default else "replay_per_s unlimited"
+        print(f"  backlog drained ({shown}): {r.rate:,.0f} readings/s", flush=True)
+        out.append(Result(
+            "connector", f"backlog replay after an outage, {shown}", round(r.rate),
+            "readings/s", records=readings, seconds=r.seconds,
+            settings={"replay_per_s": limit if limit == default else "unlimited"},
+            note="from the forwarder's connect (reconcile included) to the last "
+                 "acknowledgement; the limit is a token bucket of one second's worth"))
+    return out
 
 
 def store_cost(ctx: Context, run: ConnectorRun, duration_s: float) -> Result:

@@ -38,8 +38,8 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     return conf
 
 
-def admin(settings: Settings) -> AdminClient:
-    conf: dict[str, str | int | float | bool] = {**settings.kafka.librdkafka()}
+def admin(settings: Settings, **overrides: Any) -> AdminClient:
+    conf: dict[str, Any] = {**settings.kafka.librdkafka(), **overrides}
     return AdminClient(conf)
 
 
@@ -65,9 +65,11 @@ def default_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
-    client = admin(settings)
+def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None,
+                  **client_config: Any) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. `client_config`:
+    more settings of the admin client (e.g. a `logger` for librdkafka's own lines)."""
+    client = admin(settings, **client_config)
     specs = default_topics(settings) if specs is None else specs
     existing = set(client.list_topics(timeout=10).topics)
     new = [

@@ -22,7 +22,8 @@ ROOT = Path(__file__).parents[1]
 FIGURES = {
     "producer": ["kafka-producer-perf-test"],
     "connector": ["Modbus, one process", "Modbus, CPU per 10k", "OPC UA, one process",
-                  "OPC UA, CPU per 10k"],
+                  "OPC UA, CPU per 10k", "backlog replay after an outage, replay_per_s 100,000",
+                  "backlog replay after an outage, replay_per_s unlimited"],
     "jobs": ["preload", "downsample p=1", "oee p=1", "conditions p=1"],
     "alternatives": ["plain Python script", "otbridge / plain", "Quix Streams",
                      "otbridge / quix"],

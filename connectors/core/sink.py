@@ -589,7 +589,8 @@ class ReadingSink:
             self._on_loop(lambda: (self.store.get(cache_key), self.store.scan_from(self.topic))),
             loop).result()
         try:
-            ensure_topics(settings, [readings_topic_spec(settings, self.topic)])
+            ensure_topics(settings, [readings_topic_spec(settings, self.topic)],
+                          logger=kafka_client_logger())
         except KafkaException as exc:
             raise ConnectionError(
                 f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from None
