@@ -87,11 +87,15 @@ def cmd_jobs_submit(args: argparse.Namespace, settings: Settings) -> int:
     own = argparse.ArgumentParser(prog="otbridge jobs submit", add_help=False)
     own.add_argument("--jobmanager", default=args.jobmanager)
     own.add_argument("--parallelism", type=int, default=args.parallelism)
+    own.add_argument("--resume", action="store_true", default=args.resume)
     options, job_args = own.parse_known_args(args.job_args)
     args.jobmanager = options.jobmanager
+    conf = jobs.resume_conf(settings, args.name, job_args) if options.resume else None
+    if conf:
+        print(f"resuming {args.name} from {conf['execution.state-recovery.path']}")
     job_id = jobs.submit(
         settings, args.name, jobmanager=options.jobmanager, parallelism=options.parallelism,
-        job_args=job_args,
+        job_args=job_args, flink_conf=conf,
     )
     print(f"submitted {args.name}: job id {job_id} "
           f"(web UI: {jobs.rest_url(settings, args.jobmanager)}/#/job/running/{job_id})")
@@ -211,11 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit = jobs_sub.add_parser(
         "submit", help="submit jobs/NAME to a Flink cluster (the local one by default)",
         description="Arguments after NAME go to the job (e.g. --window-s 300), except "
-        "--jobmanager and --parallelism.",
+        "--jobmanager, --parallelism and --resume.",
     )
     submit.add_argument("name", help="oee, conditions, downsample or smoke (the minimal example)")
     submit.add_argument("--jobmanager", metavar="HOST:PORT", help="REST address of the cluster")
     submit.add_argument("--parallelism", type=int)
+    submit.add_argument("--resume", action="store_true",
+                        help="start from the job's latest retained checkpoint (after the "
+                        "cluster was restarted)")
     submit.add_argument("job_args", nargs=argparse.REMAINDER)
     submit.set_defaults(handler=cmd_jobs_submit)
     for action, handler, helptext in (

@@ -66,7 +66,61 @@ def submit(
     match = re.search(r"JobID ([0-9a-f]{32})", run.output)
     if not run.ok or not match:
         raise _client_error(run.output, what, run.target)
+    remember(settings, {match.group(1): _job_name(settings, match.group(1), jobmanager)})
     return match.group(1)
+
+
+# --- retained checkpoints: a job resumed after its cluster was restarted -----------------
+
+def _submitted_file(settings: Settings) -> Path:
+    return Flink(settings).home / "submitted.json"
+
+
+def _job_name(settings: Settings, job_id: str, jobmanager: str | None) -> str:
+    try:
+        return str(job(settings, job_id, jobmanager)["name"])
+    except (httpx.HTTPError, KeyError):
+        return ""
+
+
+def remember(settings: Settings, names: Mapping[str, str]) -> None:
+    """Record job id -> Flink job name (e.g. otbridge-oee) of jobs submitted from here: after
+    the JobManager is gone, its retained checkpoints are found by the job's name."""
+    path = _submitted_file(settings)
+    known: dict[str, str] = {}
+    with suppress(OSError, ValueError):
+        known = dict(json.loads(path.read_text()))
+    known.update({jid: name for jid, name in names.items() if name})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=1))
+    tmp.replace(path)
+
+
+def latest_checkpoint(settings: Settings, job_name: str) -> Path | None:
+    """The newest completed checkpoint (a chk-N folder with its _metadata) that the local
+    cluster retained of any job named `job_name` that was submitted from here."""
+    with suppress(OSError, ValueError):
+        known = dict(json.loads(_submitted_file(settings).read_text()))
+        base = Flink(settings).home / "checkpoints"
+        found = [meta.parent for jid, name in known.items() if name == job_name
+                 for meta in (base / jid).glob("chk-*/_metadata")]
+        if found:
+            return max(found, key=lambda chk: chk.stat().st_mtime)
+    return None
+
+
+def resume_conf(settings: Settings, name: str, job_args: Sequence[str]) -> dict[str, str]:
+    """The Flink setting that starts job `name` from its latest retained checkpoint."""
+    suffix = next((a.split("=", 1)[1] for a in job_args if a.startswith("--name-suffix=")), "")
+    job_name = f"otbridge-{name}{suffix}"
+    chk = latest_checkpoint(settings, job_name)
+    if chk is None:
+        raise ConfigError(
+            f"--resume: no retained checkpoint of job {job_name!r} in "
+            f"{Flink(settings).home / 'checkpoints'} (only jobs submitted to the local stack "
+            "from here are found); submit without --resume to start it afresh")
+    return {"execution.state-recovery.path": f"file://{chk}"}
 
 
 def submit_many(
@@ -110,7 +164,9 @@ def submit_many(
             raise OtbridgeError(f"submitting {what}: no job id for {', '.join(missing)} in "
                                 "the client's output:\n" + _tail(output))
         raise _client_error(output, what, run.target)
-    return {name: ids[name] for name, _ in specs}
+    result = {name: ids[name] for name, _ in specs}
+    remember(settings, {jid: _job_name(settings, jid, jobmanager) for jid in result.values()})
+    return result
 
 
 def submitted(output: str) -> dict[str, str]:

@@ -57,7 +57,9 @@ def test_producer_stage_measures_the_ceiling_at_the_readings_size(ctx: Context) 
 
 def test_connector_stage_runs_both_connectors_and_their_readings_land(ctx: Context) -> None:
     results = stage_connector(ctx)
-    assert len(results) == 6
+    assert len(results) == 8  # 3 per connector, the backlog replay at the limit and without
+    replays = [r for r in results if r.figure.startswith("backlog replay")]
+    assert [r.records for r in replays] == [200_000, 200_000]
     for r in results:
         assert r.stage == "connector"
         assert r.value > 0 and math.isfinite(r.value), r

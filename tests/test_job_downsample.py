@@ -85,6 +85,7 @@ def test_poison_goes_to_dlq_while_job_keeps_running(live_stack: Settings, unique
         kh.produce(settings, topics["readings"], "Reading", [
             reading(PRESS, "temperature", float("nan"), at(10, 0, 4), seq=2),
             reading(PRESS, "temperature", float("inf"), at(10, 0, 5), seq=3),
+            reading(PRESS, "temperature", 1e19, at(10, 0, 5), seq=30),
             reading(PRESS, "temperature", 44.0, at(10, 0, 6), seq=4),
             # moves the watermark past 10:01 so the first window closes
             reading(PRESS, "temperature", 50.0, at(10, 1, 10), seq=5),
@@ -95,9 +96,10 @@ def test_poison_goes_to_dlq_while_job_keeps_running(live_stack: Settings, unique
         # late: its window (10:00) closed when the watermark passed 10:01
         kh.produce(settings, topics["readings"], "Reading", [
             reading(PRESS, "temperature", 41.0, at(10, 0, 30), seq=6)])
-        dead = kh.consume(settings, topics["dlq"], 5, timeout_s=60)
+        dead = kh.consume(settings, topics["dlq"], 6, timeout_s=60)
         reasons = sorted(v["reason"] for _, v, _ in dead)
-        assert reasons == ["inf_value", "late", "nan_value", "not_avro", "unknown_schema_id"]
+        assert reasons == ["inf_value", "late", "nan_value", "not_avro", "out_of_range",
+                           "unknown_schema_id"]
         not_avro = next(v for _, v, _ in dead if v["reason"] == "not_avro")
         assert not_avro["value"] == b"this is not avro"
         assert not_avro["key"] == PRESS.encode()
@@ -112,7 +114,7 @@ def test_poison_goes_to_dlq_while_job_keeps_running(live_stack: Settings, unique
         out = kh.consume(settings, topics["readings_1m"], 2, timeout_s=90)
         assert [(v["window_start"], v["count"], v["min"], v["max"]) for _, v, _ in out] == [
             (at(10, 0), 2, 40.0, 44.0), (at(10, 1), 2, 47.0, 50.0)]
-        assert len(kh.consume(settings, topics["dlq"], 5, settle_s=3)) == 5
+        assert len(kh.consume(settings, topics["dlq"], 6, settle_s=3)) == 6
         assert jobs.job(settings, job_id)["state"] == "RUNNING"
     finally:
         jobs.cancel(settings, job_id)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from datetime import datetime
 
+import httpx
 import kafkahelp as kh
 import pytest
 from kafkahelp import at, reading
@@ -53,6 +54,9 @@ def plant_input() -> list[dict]:
     p.add(A, "state", 3, at(10, 0, 40))
     p.add(A, "state", 1, at(10, 0, 50))
     p.add(A, "temperature", 41.0, at(10, 0, 48))  # out of order, within the 5 s bound
+    # a counter glitch a PLC can produce (all ones of an unsigned 64-bit register): dead-
+    # lettered as out_of_range, the counts and the job untouched (the worked example holds)
+    p.add(A, "count_total", 1e19, at(10, 0, 30))
     p.add(A, "count_total", 1024, at(10, 0, 59.9))
     p.add(A, "count_good", 522, at(10, 0, 59.9))
     p.add(A, "temperature", 41.0, at(10, 0, 56))  # out of order, within the 5 s bound
@@ -102,6 +106,12 @@ def oee_rows(live_stack: Settings) -> dict[tuple[str, str], dict]:
         jobs.wait_for_state(settings, job_id, {"RUNNING"}, timeout_s=120)
         # A, E: 09:59 .. 10:01; B, C, D: 10:00 .. 10:01 (known time reaches past 10:01)
         rows = kh.consume(settings, topics["oee"], 13, timeout_s=120, settle_s=12)
+        dead = kh.consume(settings, topics["dlq"], 1, timeout_s=120, settle_s=2)
+        assert [(v["reason"], v["producer"]) for _, v, _ in dead] == [("out_of_range", "oee")]
+        assert "count_total: value 1.000e+19 is outside +/-2^63" in dead[0][1]["detail"]
+        restarts = httpx.get(f"{settings.flink.rest_url}/jobs/{job_id}/metrics",
+                             params={"get": "numRestarts"}, timeout=10).json()
+        assert restarts == [{"id": "numRestarts", "value": "0"}], restarts
     finally:
         jobs.cancel(settings, job_id)
     out = {}

@@ -1,10 +1,16 @@
-"""jobs/oee survives a TaskManager crash: after kill -9 and a restart, the read_committed
-output equals an undisturbed run's (no duplicates, no gaps)."""
+"""jobs/oee survives a TaskManager crash: after kill -9 and `stack up`, the read_committed
+output equals an undisturbed run's (no duplicates, no gaps); and a whole Flink restart, the
+job resumed from its retained checkpoint (`otbridge jobs submit oee --resume`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -14,7 +20,7 @@ from kafkahelp import at, reading
 from test_job_oee import CODES, asset
 
 from jobs.oee.timeline import Master, replay
-from otbridge import jobs
+from otbridge import jobs, stack
 from otbridge.kafka import TopicSpec, ensure_topics
 from otbridge.settings import Settings
 from otbridge.stack import Flink
@@ -81,13 +87,16 @@ def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: 
         assert completed_checkpoints(settings, job_id) >= 1
         time.sleep(3)  # mid-way between checkpoints: some output is in an open transaction
 
-        taskmanager = flink.processes[1]
+        taskmanager, jobmanager = flink.processes[1], flink.processes[0].pid()
         pid = taskmanager.pid()
         assert pid is not None
         os.killpg(pid, signal.SIGKILL)
         while taskmanager.pid() is not None:
             time.sleep(0.2)
-        flink.start()  # starts only the missing TaskManager
+        out = io.StringIO()
+        stack.up(settings, out=out)  # as the README says: starts what is not running
+        assert "flink: partly running, starting flink-taskmanager" in out.getvalue()
+        assert flink.processes[0].pid() == jobmanager  # the JobManager kept, with its jobs
         kh.produce(settings, topics["readings"], "Reading", records[half:])
         clock = reading("acme/berlin/body/line1/clock", "temperature", 1.0, at(11, 0, 0),
                         seq=10**6)
@@ -106,3 +115,69 @@ def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: 
         jobs.cancel(settings, job_id)
         if flink.processes[1].pid() is None:
             flink.start()
+
+
+def test_flink_restarted_and_the_job_resumed_from_its_checkpoint_equals_undisturbed(
+        live_stack: Settings) -> None:
+    """The JobManager and TaskManager stopped (their jobs with them), started again, the job
+    submitted with --resume: it continues from its last retained checkpoint, and the output
+    equals an undisturbed run's."""
+    settings, unique = live_stack, uuid.uuid4().hex[:10]
+    topics = {r: f"test.{r}.{unique}" for r in ("readings", "assets", "oee", "dlq")}
+    ensure_topics(settings, [TopicSpec(t, partitions=1) for t in topics.values()])
+    kh.produce(settings, topics["assets"], "Asset", [asset(p) for p in MACHINES],
+               timestamp_field=None)
+    records = plant(minutes=20)
+    half = len(records) // 2
+    kh.produce(settings, topics["readings"], "Reading", records[:half])
+    job_args = [f"--name-suffix=-{unique}", *(f"--topic={r}={t}" for r, t in topics.items())]
+    job_id = jobs.submit(settings, "oee", job_args=job_args)
+    flink = Flink(settings)
+    resumed = None
+    try:
+        jobs.wait_for_state(settings, job_id, {"RUNNING"}, timeout_s=120)
+        deadline = time.monotonic() + 120
+        while completed_checkpoints(settings, job_id) < 1 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert completed_checkpoints(settings, job_id) >= 1
+        time.sleep(3)
+        flink.stop()  # the whole cluster: no HA, the JobManager forgets its jobs
+        stack.up(settings, out=io.StringIO())
+        assert not [j for j in jobs.list_jobs(settings) if j["jid"] == job_id]
+        done = subprocess.run(
+            [sys.executable, "-m", "otbridge.cli", "jobs", "submit", "oee", "--resume",
+             *job_args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"resuming oee from file://{flink.home / 'checkpoints' / job_id}/chk-" in \
+            done.stdout, done.stdout
+        found = re.search(r"job id ([0-9a-f]{32})", done.stdout)
+        assert found, done.stdout
+        resumed = found[1]
+        kh.produce(settings, topics["readings"], "Reading", records[half:])
+        clock = reading("acme/berlin/body/line1/clock", "temperature", 1.0, at(11, 0, 0),
+                        seq=10**6)
+        kh.produce(settings, topics["readings"], "Reading", [clock])
+
+        want = expected(records, kh.ms(at(10, 55, 0)))
+        rows = kh.consume(settings, topics["oee"], len(want), timeout_s=240, settle_s=15)
+        got = [(v["asset"], kh.ms(v["window_start"]), round(v["run_s"], 3),
+                round(v["unknown_s"], 3), round(v["planned_stop_s"], 3), v["total_count"],
+                v["good_count"]) for _, v, _ in rows]
+        assert len(got) == len(set(got)), "duplicates after the resume"
+        assert set(got) == want
+    finally:
+        for jid in (job_id, resumed):
+            if jid:
+                with contextlib.suppress(httpx.HTTPError):
+                    jobs.cancel(settings, jid)
+        if not flink.running():
+            stack.up(settings, out=io.StringIO())
+
+
+def test_resume_without_a_retained_checkpoint_says_so(live_stack: Settings) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "otbridge.cli", "jobs", "submit", "oee", "--resume",
+         f"--name-suffix=-never-{uuid.uuid4().hex[:6]}"], capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--resume: no retained checkpoint of job 'otbridge-oee-never-" in done.stderr

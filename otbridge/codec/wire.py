@@ -35,6 +35,10 @@ REGISTRY_UNAVAILABLE = "registry_unavailable"
 SCHEMA_MISMATCH = "schema_mismatch"
 NAN_VALUE = "nan_value"
 INF_VALUE = "inf_value"
+#: a value no long can hold (|value| >= 2^63): a counter glitch (e.g. an unsigned 64-bit
+#: register read as all ones) that would overflow every count derived from it
+OUT_OF_RANGE = "out_of_range"
+LONG_LIMIT = 2.0**63
 FUTURE_TIMESTAMP = "future_timestamp"
 LATE = "late"
 
@@ -140,7 +144,7 @@ class WireDecoder:
 
 
 def check_reading(record: dict[str, Any], *, now_ms: int, max_future_ms: int) -> Decoded:
-    """Values a job cannot use: NaN or infinite values, source timestamps more than
+    """Values a job cannot use: NaN, infinite or beyond +/-2^63, source timestamps more than
     max_future_ms ahead of now_ms. The checks of DecodeReading.java, in its order."""
     value = record.get("value")
     where = f"{record['asset']} {record['tag']}"
@@ -148,6 +152,9 @@ def check_reading(record: dict[str, Any], *, now_ms: int, max_future_ms: int) ->
         return Decoded(None, NAN_VALUE, f"{where}: value is NaN")
     if value is not None and math.isinf(value):
         return Decoded(None, INF_VALUE, f"{where}: value is {'inf' if value > 0 else '-inf'}")
+    if value is not None and abs(value) >= LONG_LIMIT:
+        return Decoded(None, OUT_OF_RANGE,
+                       f"{where}: value {value:.3e} is outside +/-2^63 (a counter glitch?)")
     ts = record["source_ts"]
     ts_ms = millis(ts) if hasattr(ts, "timestamp") else int(ts)
     if ts_ms > now_ms + max_future_ms:

@@ -28,12 +28,14 @@ def up(settings: Settings, *, out: TextIO = sys.stderr) -> None:
                 continue
             print(f"{part.name}: running but not healthy yet", file=out)
         else:
+            missing = part.missing()
             if part.pids():
-                # half up (e.g. a TaskManager died): restart the whole part
-                print(f"{part.name}: partly running, restarting it", file=out)
-                part.stop()
-            _check_ports_free(part)
-            print(f"{part.name}: starting", file=out)
+                # half up (e.g. a TaskManager died): start only what is missing, so that a
+                # JobManager keeps its jobs (they restart from their last checkpoint)
+                print(f"{part.name}: partly running, starting {', '.join(missing)}", file=out)
+            else:
+                _check_ports_free(part)
+                print(f"{part.name}: starting", file=out)
             part.start()
         _wait_healthy(part, timeout_s=stack.start_timeout_s, out=out)
     if settings.kafka.bootstrap_servers == Kafka(settings).address:

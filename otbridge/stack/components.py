@@ -67,6 +67,10 @@ class Component(ABC):
     def running(self) -> bool:
         return all(p.pid() is not None for p in self.processes)
 
+    def missing(self) -> list[str]:
+        """The names of its processes that are not running."""
+        return [p.name for p in self.processes if p.pid() is None]
+
     def stop(self) -> bool:
         stopped = False
         for proc in reversed(self.processes):
@@ -366,9 +370,14 @@ class Flink(Component):
         return str(PYFLINK_HOME / "bin" / name)
 
     def start(self) -> None:
-        self.prepare()
-        env = self.env()
+        """Start what is not running: both, or the one that died (the other one keeps its
+        folders, its jobs and its connections)."""
         jm, tm = self.processes
+        if jm.pid() is None and tm.pid() is None:
+            self.prepare()
+        else:
+            self.prepare_client()
+        env = self.env()
         if jm.pid() is None:
             jm.start(
                 ["bash", self.script("jobmanager.sh"), "start-foreground",

@@ -20,7 +20,7 @@ import org.apache.flink.types.Row;
  *
  * <p>The JVM twin of otbridge/codec/wire.py (WireDecoder + check_reading), with the same reasons and
  * details: not_avro, unknown_schema_id, registry_unavailable, schema_mismatch, nan_value,
- * inf_value, future_timestamp. The writer schema comes from the record's schema id (Confluent
+ * inf_value, out_of_range, future_timestamp. The writer schema comes from the record's schema id (Confluent
  * wire format), fetched from the registry once per id and resolved against the Reading schema.
  */
 @FunctionHint(
@@ -127,6 +127,14 @@ public class DecodeReading extends TableFunction<Row> {
     }
     if (v != null && v.isInfinite()) {
       dead("inf_value", assetS + " " + tagS + ": value is " + (v > 0 ? "inf" : "-inf"));
+      return;
+    }
+    if (v != null && Math.abs(v) >= 0x1p63) { // no long holds it: a counter glitch
+      dead(
+          "out_of_range",
+          String.format(
+              Locale.ROOT, "%s %s: value %.3e is outside +/-2^63 (a counter glitch?)",
+              assetS, tagS, v));
       return;
     }
     long ts = (Long) r.get(sourceTs);
