@@ -88,6 +88,7 @@ def cmd_jobs_submit(args: argparse.Namespace, settings: Settings) -> int:
     own.add_argument("--jobmanager", default=args.jobmanager)
     own.add_argument("--parallelism", type=int, default=args.parallelism)
     own.add_argument("--resume", action="store_true", default=args.resume)
+    own.add_argument("--replace", action="store_true", default=args.replace)
     options, job_args = own.parse_known_args(args.job_args)
     args.jobmanager = options.jobmanager
     conf = jobs.resume_conf(settings, args.name, job_args) if options.resume else None
@@ -95,7 +96,7 @@ def cmd_jobs_submit(args: argparse.Namespace, settings: Settings) -> int:
         print(f"resuming {args.name} from {conf['execution.state-recovery.path']}")
     job_id = jobs.submit(
         settings, args.name, jobmanager=options.jobmanager, parallelism=options.parallelism,
-        job_args=job_args, flink_conf=conf,
+        job_args=job_args, flink_conf=conf, replace=options.replace,
     )
     print(f"submitted {args.name}: job id {job_id} "
           f"(web UI: {jobs.rest_url(settings, args.jobmanager)}/#/job/running/{job_id})")
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = jobs_sub.add_parser(
         "submit", help="submit jobs/NAME to a Flink cluster (the local one by default)",
         description="Arguments after NAME go to the job (e.g. --window-s 300), except "
-        "--jobmanager, --parallelism and --resume.",
+        "--jobmanager, --parallelism, --resume and --replace.",
     )
     submit.add_argument("name", help="oee, conditions, downsample or smoke (the minimal example)")
     submit.add_argument("--jobmanager", metavar="HOST:PORT", help="REST address of the cluster")
@@ -223,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--resume", action="store_true",
                         help="start from the job's latest retained checkpoint (after the "
                         "cluster was restarted)")
+    submit.add_argument("--replace", action="store_true",
+                        help="cancel a running job of the same name first (two would share a "
+                        "transactional id)")
     submit.add_argument("job_args", nargs=argparse.REMAINDER)
     submit.set_defaults(handler=cmd_jobs_submit)
     for action, handler, helptext in (

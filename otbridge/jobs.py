@@ -51,16 +51,35 @@ def submit(
     parallelism: int | None = None,
     job_args: Sequence[str] = (),
     flink_conf: dict[str, str] | None = None,
+    replace: bool = False,
 ) -> str:
     """Submit jobs/<name>/job.py, detached; returns the Flink job id.
 
     flink_conf: configuration for this job only (e.g. execution.checkpointing.interval).
+    A job of the same Flink name (otbridge-<name><--name-suffix>) still running is refused:
+    two would share a consumer group and a transactional id (each fencing the other's
+    transactions); `replace` cancels it first.
 
     Against the local stack the connector jars are already on the cluster's classpath; against
     any other cluster they are shipped with the job (pipeline.jars).
     """
     job_path(name)  # validates the name
     what = f"job {name!r}"
+    flink_name = flink_job_name(name, job_args)
+    running = [j["jid"] for j in list_jobs(settings, jobmanager)
+               if j["name"] == flink_name and j["state"] not in TERMINAL]
+    if running and not replace:
+        raise OtbridgeError(
+            f"job {flink_name!r} is already running (id {', '.join(running)}); a second one "
+            "would share its consumer group and transactional id. Cancel it (`otbridge jobs "
+            f"cancel {running[0]}`), submit with --replace, or give this one --name-suffix")
+    for jid in running:  # --replace: the old one gone first (its checkpoint is retained)
+        cancel(settings, jid, jobmanager)
+        deadline = time.monotonic() + 60
+        while job(settings, jid, jobmanager)["state"] not in TERMINAL:
+            if time.monotonic() > deadline:
+                raise OtbridgeError(f"job {jid} did not stop within 60 s of being cancelled")
+            time.sleep(0.5)
     run = _flink_run(settings, f"jobs.{name}.job", client_args(name, job_args),
                      jobmanager=jobmanager, parallelism=parallelism, flink_conf=flink_conf)
     match = re.search(r"JobID ([0-9a-f]{32})", run.output)
@@ -110,10 +129,20 @@ def latest_checkpoint(settings: Settings, job_name: str) -> Path | None:
     return None
 
 
+def flink_job_name(name: str, job_args: Sequence[str]) -> str:
+    """The Flink job name `flinkjob.main` gives job `name` with these arguments."""
+    suffix = ""
+    for i, arg in enumerate(job_args):
+        if arg.startswith("--name-suffix="):
+            suffix = arg.split("=", 1)[1]
+        elif arg == "--name-suffix" and i + 1 < len(job_args):
+            suffix = job_args[i + 1]
+    return f"otbridge-{name}{suffix}"
+
+
 def resume_conf(settings: Settings, name: str, job_args: Sequence[str]) -> dict[str, str]:
     """The Flink setting that starts job `name` from its latest retained checkpoint."""
-    suffix = next((a.split("=", 1)[1] for a in job_args if a.startswith("--name-suffix=")), "")
-    job_name = f"otbridge-{name}{suffix}"
+    job_name = flink_job_name(name, job_args)
     chk = latest_checkpoint(settings, job_name)
     if chk is None:
         raise ConfigError(

@@ -90,3 +90,20 @@ def at(hh: int, mm: int, ss: float = 0) -> datetime:
     """A fixed test day, UTC."""
     sec = int(ss)
     return datetime(2026, 1, 5, hh, mm, sec, int((ss - sec) * 1e6), tzinfo=UTC)
+
+
+def job_restarts(settings: Settings, job_id: str, timeout_s: float = 60) -> tuple[int, list]:
+    """The job's numRestarts metric (the JobManager fetches metrics every few seconds: polled
+    until it has it) and its exception history."""
+    import httpx
+
+    base = f"{settings.flink.rest_url}/jobs/{job_id}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = httpx.get(f"{base}/metrics", params={"get": "numRestarts"}, timeout=10).json()
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert found, f"no numRestarts metric for job {job_id} within {timeout_s} s"
+    history = httpx.get(f"{base}/exceptions", timeout=10).json()
+    return int(found[0]["value"]), history.get("exceptionHistory", {}).get("entries", [])

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import struct
+import time
 
 import kafkahelp as kh
 from kafkahelp import at, reading
 
-from otbridge import jobs
+from otbridge import jobs, stack
+from otbridge.codec.avro import ReadingEncoder
 from otbridge.kafka import TopicSpec, ensure_topics
+from otbridge.registry import registry_client
 from otbridge.settings import Settings
+from otbridge.stack import Registry
 
 PRESS = "acme/berlin/body/line1/press01"
 
@@ -117,4 +122,34 @@ def test_poison_goes_to_dlq_while_job_keeps_running(live_stack: Settings, unique
         assert len(kh.consume(settings, topics["dlq"], 6, settle_s=3)) == 6
         assert jobs.job(settings, job_id)["state"] == "RUNNING"
     finally:
+        jobs.cancel(settings, job_id)
+
+
+def test_a_registry_outage_delays_readings_and_dead_letters_none(live_stack: Settings,
+                                                                 unique: str) -> None:
+    """Readings whose schema id the job has not resolved yet arrive while the registry is
+    down: the job waits for it (no `registry_unavailable` in the DLQ, no restart) and the
+    aggregates come once it is back."""
+    settings, topics = live_stack, topics_for(unique)
+    job_id = submit(settings, unique, topics, bounded=False)
+    registry = Registry(settings)
+    try:
+        jobs.wait_for_state(settings, job_id, {"RUNNING"}, timeout_s=120)
+        encode = ReadingEncoder(registry_client(settings), topics["readings"])
+        records = [reading(PRESS, "temperature", v, at(10, 0, s), seq=s)
+                   for s, v in ((1, 40.0), (20, 44.0), (40, 42.0))]
+        records.append(reading(PRESS, "temperature", 50.0, at(10, 1, 10), seq=70))
+        raw = [(PRESS.encode(), encode(r), r["source_ts"]) for r in records]
+        registry.stop()
+        kh.produce_raw(settings, topics["readings"], raw)
+        time.sleep(15)  # the job has them and cannot resolve their schema id
+        assert jobs.job(settings, job_id)["state"] == "RUNNING"
+        stack.up(settings, out=io.StringIO())
+        out = kh.consume(settings, topics["readings_1m"], 1, timeout_s=120)
+        assert [(v["count"], v["min"], v["max"]) for _, v, _ in out] == [(3, 40.0, 44.0)]
+        assert kh.consume(settings, topics["dlq"], 0, settle_s=5) == []
+        assert kh.job_restarts(settings, job_id) == (0, [])
+    finally:
+        if not registry.running():
+            stack.up(settings, out=io.StringIO())
         jobs.cancel(settings, job_id)

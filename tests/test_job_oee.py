@@ -6,7 +6,6 @@ import subprocess
 import sys
 from datetime import datetime
 
-import httpx
 import kafkahelp as kh
 import pytest
 from kafkahelp import at, reading
@@ -109,9 +108,7 @@ def oee_rows(live_stack: Settings) -> dict[tuple[str, str], dict]:
         dead = kh.consume(settings, topics["dlq"], 1, timeout_s=120, settle_s=2)
         assert [(v["reason"], v["producer"]) for _, v, _ in dead] == [("out_of_range", "oee")]
         assert "count_total: value 1.000e+19 is outside +/-2^63" in dead[0][1]["detail"]
-        restarts = httpx.get(f"{settings.flink.rest_url}/jobs/{job_id}/metrics",
-                             params={"get": "numRestarts"}, timeout=10).json()
-        assert restarts == [{"id": "numRestarts", "value": "0"}], restarts
+        assert kh.job_restarts(settings, job_id) == (0, [])
     finally:
         jobs.cancel(settings, job_id)
     out = {}

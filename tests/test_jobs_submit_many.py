@@ -7,7 +7,7 @@ import pytest
 from kafkahelp import at, consume, produce, reading
 
 from otbridge import jobs
-from otbridge.errors import ConfigError
+from otbridge.errors import ConfigError, OtbridgeError
 from otbridge.kafka import TopicSpec, ensure_topics
 from otbridge.settings import Settings
 
@@ -50,3 +50,28 @@ def test_a_mistake_in_one_job_submits_none(live_stack: Settings, unique: str) ->
         jobs.submit_many(live_stack, {"smoke": good,
                                       "downsample": [*good, "--topic=nonsense"]})
     assert [j["name"] for j in jobs.list_jobs(live_stack) if unique in j["name"]] == []
+
+
+def test_a_second_running_job_of_the_same_name_is_refused_unless_replaced(
+        live_stack: Settings, unique: str) -> None:
+    """Two jobs of one name would share a consumer group and a transactional id."""
+    settings = live_stack
+    topics = {role: f"test.twice-{role}.{unique}" for role in ("readings", "output")}
+    ensure_topics(settings, [TopicSpec(t, partitions=1) for t in topics.values()])
+    args = [f"--name-suffix=-{unique}", *(f"--topic={r}={t}" for r, t in topics.items())]
+    first = jobs.submit(settings, "smoke", job_args=args)
+    second = None
+    try:
+        jobs.wait_for_state(settings, first, {"RUNNING"}, timeout_s=120)
+        with pytest.raises(OtbridgeError, match=rf"^job 'otbridge-smoke-{unique}' is already "
+                                                rf"running \(id {first}\);.*--replace"):
+            jobs.submit(settings, "smoke", job_args=args)
+        second = jobs.submit(settings, "smoke", job_args=args, replace=True)
+        assert second != first
+        states = {j["jid"]: j["state"] for j in jobs.list_jobs(settings)}
+        assert states[first] == "CANCELED"
+        assert states[second] in {"INITIALIZING", "CREATED", "RUNNING"}
+    finally:
+        for job_id in (first, second):
+            if job_id:
+                jobs.cancel(settings, job_id)

@@ -13,15 +13,19 @@ import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.TableFunction;
 import org.apache.flink.types.Row;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * {@code decode_reading(raw BYTES)}: one row per Kafka record of iiot.readings, either the
  * reading's fields or a dead-letter reason and detail. Never throws on bad input.
  *
- * <p>The JVM twin of otbridge/codec/wire.py (WireDecoder + check_reading), with the same reasons and
- * details: not_avro, unknown_schema_id, registry_unavailable, schema_mismatch, nan_value,
- * inf_value, out_of_range, future_timestamp. The writer schema comes from the record's schema id (Confluent
- * wire format), fetched from the registry once per id and resolved against the Reading schema.
+ * <p>The JVM twin of otbridge/codec/wire.py (WireDecoder + check_reading), with the same
+ * reasons and details: not_avro, unknown_schema_id, schema_mismatch, nan_value, inf_value,
+ * out_of_range, future_timestamp. The writer schema comes from the record's schema id
+ * (Confluent wire format), fetched from the registry once per id and resolved against the
+ * Reading schema. An unreachable registry is waited for, never a reason (the Python twin,
+ * used by tools that show one record, says registry_unavailable).
  */
 @FunctionHint(
     output =
@@ -31,6 +35,7 @@ import org.apache.flink.types.Row;
 public class DecodeReading extends TableFunction<Row> {
   private static final long serialVersionUID = 1L;
   private static final long NEGATIVE_TTL_MS = 10_000;
+  private static final Logger LOG = LoggerFactory.getLogger(DecodeReading.class);
 
   private final String registryUrl;
   private final String userInfo;
@@ -88,13 +93,7 @@ public class DecodeReading extends TableFunction<Row> {
         dead("unknown_schema_id", "schema id " + schemaId + " is not registered");
         return;
       }
-      String writerText;
-      try {
-        writerText = registry.schemaText(schemaId);
-      } catch (Exception e) {
-        dead("registry_unavailable", "schema id " + schemaId + ": " + e);
-        return;
-      }
+      String writerText = writerSchema(schemaId);
       if (writerText == null) {
         missingUntil.put(schemaId, System.currentTimeMillis() + NEGATIVE_TTL_MS);
         dead("unknown_schema_id", "schema id " + schemaId + " is not registered");
@@ -163,6 +162,41 @@ public class DecodeReading extends TableFunction<Row> {
             str(r.get(quality)),
             (Long) r.get(seq),
             str(r.get(connector))));
+  }
+
+  /**
+   * The writer schema of a schema id, null if the registry does not know it. While the registry
+   * cannot be reached this waits for it (retrying, up to 10 s apart): the readings are delayed,
+   * behind it, never dead-lettered for it; a cancelled job interrupts the wait.
+   */
+  private String writerSchema(int schemaId) {
+    long delayMs = 200;
+    long since = System.currentTimeMillis();
+    while (true) {
+      try {
+        String text = registry.schemaText(schemaId);
+        if (System.currentTimeMillis() - since > 1000) {
+          LOG.warn("schema registry {} answers again (schema id {})", registryUrl, schemaId);
+        }
+        return text;
+      } catch (Exception e) {
+        if (delayMs == 200) {
+          LOG.warn(
+              "schema registry {} unreachable for schema id {} ({}): waiting for it, the"
+                  + " readings behind this one are delayed, not dead-lettered",
+              registryUrl,
+              schemaId,
+              e.toString());
+        }
+        try {
+          Thread.sleep(delayMs);
+        } catch (InterruptedException interrupted) {
+          Thread.currentThread().interrupt();
+          throw new IllegalStateException("interrupted waiting for the schema registry", e);
+        }
+        delayMs = Math.min(delayMs * 2, 10_000);
+      }
+    }
   }
 
   private void dead(String reason, String detail) {
