@@ -91,6 +91,13 @@ def kafka_raw_source(
     return with_options(opts)
 
 
+def kafka_raw_sink(settings: Settings, *, topic: str) -> str:
+    """Options of a Kafka table written as raw value bytes, at-least-once."""
+    opts = _kafka_common(settings, topic)
+    opts |= {"format": "raw", "sink.delivery-guarantee": "at-least-once"}
+    return with_options(opts)
+
+
 def kafka_avro_sink(
     settings: Settings,
     *,

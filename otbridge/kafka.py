@@ -62,6 +62,7 @@ def default_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.readings_1m),
         TopicSpec(t.readings_1h),
         TopicSpec(t.dlq, partitions=1),
+        TopicSpec(t.clock, partitions=1, config={"retention.ms": str(3600 * 1000)}),
     ]
 
 

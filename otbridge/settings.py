@@ -221,6 +221,9 @@ class Topics:
         self.readings_1m = f"{prefix}iiot.readings.1m"
         self.readings_1h = f"{prefix}iiot.readings.1h"
         self.dlq = f"{prefix}iiot.dlq"
+        #: wall-clock ticks the conditions job writes and reads, so a silent plant's deadlines
+        #: (stale timeouts) still come due (jobs/conditions)
+        self.clock = f"{prefix}iiot.clock"
 
     def all(self) -> list[str]:
         return [
@@ -231,6 +234,7 @@ class Topics:
             self.readings_1m,
             self.readings_1h,
             self.dlq,
+            self.clock,
         ]
 
 

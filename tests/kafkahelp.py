@@ -107,3 +107,28 @@ def job_restarts(settings: Settings, job_id: str, timeout_s: float = 60) -> tupl
     assert found, f"no numRestarts metric for job {job_id} within {timeout_s} s"
     history = httpx.get(f"{base}/exceptions", timeout=10).json()
     return int(found[0]["value"]), history.get("exceptionHistory", {}).get("entries", [])
+
+
+def operator_metric(settings: Settings, job_id: str, name: str, timeout_s: float = 60) -> int:
+    """A user metric of the job's operators (e.g. OeeWindows' lateReadingsDropped), summed over
+    every vertex and subtask that has it; polled until the JobManager reports it."""
+    import httpx
+
+    base = f"{settings.flink.rest_url}/jobs/{job_id}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        total, seen = 0, False
+        for vertex in httpx.get(base, timeout=10).json()["vertices"]:
+            url = f"{base}/vertices/{vertex['id']}/subtasks/metrics"
+            ids = [m["id"] for m in httpx.get(url, timeout=10).json()
+                   if m["id"].endswith("." + name)]
+            if ids:
+                values = httpx.get(url, params={"get": ",".join(ids), "agg": "sum"},
+                                   timeout=10).json()
+                total += sum(int(float(v["sum"])) for v in values)
+                seen = True
+        if seen or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert seen, f"no operator metric {name} in job {job_id} within {timeout_s} s"
+    return total

@@ -19,6 +19,7 @@ from confluent_kafka.schema_registry import Schema
 
 from otbridge.codec.avro import ReadingEncoder, Series, now_ms
 from otbridge.codec.wire import (
+    EMPTY_VALUE,
     FUTURE_TIMESTAMP,
     INF_VALUE,
     NAN_VALUE,
@@ -157,8 +158,9 @@ def cases(settings: Settings, topic: str) -> list[tuple[str, bytes, str | None]]
         ("renamed writer", wire(ids["renamed"], SHAPES["renamed"], reading_fields()), None),
         ("promoted writer", wire(ids["promoted"], SHAPES["promoted"],
                                  reading_fields(value=-3, asset=PRESS.encode())), None),
-        ("text writer, null value", wire(ids["value_text"], SHAPES["value_text"],
-                                         reading_fields(value=None)), None),
+        ("text writer, null value, BAD", wire(ids["value_text"], SHAPES["value_text"],
+                                              reading_fields(value=None, quality="BAD")), None),
+        ("UNCERTAIN, no value", lean(None, quality="UNCERTAIN"), None),
         # poison
         ("empty", b"", NOT_AVRO),
         ("magic byte 1", b"\x01" + good[1:], NOT_AVRO),
@@ -174,6 +176,11 @@ def cases(settings: Settings, topic: str) -> list[tuple[str, bytes, str | None]]
         ("counter above 2^63", lean(1e19), OUT_OF_RANGE),
         ("-2^63", lean(-(2.0**63)), OUT_OF_RANGE),
         ("just below 2^63", lean(9.2e18), None),
+        ("GOOD, no value", lean(None), EMPTY_VALUE),
+        ("GOOD, empty text", encode.encode(text_series, None, "", "GOOD", NOW, NOW, 1, "c@2"),
+         EMPTY_VALUE),
+        ("text writer, null value", wire(ids["value_text"], SHAPES["value_text"],
+                                         reading_fields(value=None)), EMPTY_VALUE),
         ("far-future timestamp", lean(2.0, source_ms=far_future), FUTURE_TIMESTAMP),
         ("text writer, text value", wire(ids["value_text"], SHAPES["value_text"],
                                          reading_fields(value="hot")), SCHEMA_MISMATCH),

@@ -97,6 +97,10 @@ def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: 
         stack.up(settings, out=out)  # as the README says: starts what is not running
         assert "flink: partly running, starting flink-taskmanager" in out.getvalue()
         assert flink.processes[0].pid() == jobmanager  # the JobManager kept, with its jobs
+        # the first record after the restore, before any watermark: its window (10:02) was
+        # emitted before the kill and must not open again
+        late = reading(MACHINES[0], "count_total", 10_000.0, at(10, 2, 30), seq=10**6 + 1)
+        kh.produce(settings, topics["readings"], "Reading", [late])
         kh.produce(settings, topics["readings"], "Reading", records[half:])
         clock = reading("acme/berlin/body/line1/clock", "temperature", 1.0, at(11, 0, 0),
                         seq=10**6)
@@ -111,6 +115,7 @@ def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: 
         assert len(got) == len(set(got)), "duplicates after recovery"
         assert set(got) == want
         assert jobs.job(settings, job_id)["state"] == "RUNNING"
+        assert kh.operator_metric(settings, job_id, "lateReadingsDropped") == 1
     finally:
         jobs.cancel(settings, job_id)
         if flink.processes[1].pid() is None:

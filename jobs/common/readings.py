@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyflink.table import StatementSet, StreamTableEnvironment, Table, TableEnvironment
 
-from otbridge.flinkjob import kafka_avro_sink, kafka_raw_source, render_sql
+from otbridge.flinkjob import kafka_avro_sink, kafka_raw_source, render_sql, sql_quote
 from otbridge.registry import schema_json
 from otbridge.settings import Settings
 from otbridge.udf import built_udf_jar
@@ -88,6 +88,7 @@ def register_readings(
     late_window_s: int | None = None,
     max_future_s: float = 300.0,
     shared_stream: bool = False,
+    clock_topic: str | None = None,
 ) -> None:
     """Create the `readings` view (usable readings, event time `event_ts`) and route the rest
     of iiot.readings to the dead-letter topic as part of stmt_set.
@@ -99,12 +100,18 @@ def register_readings(
     `shared_stream`: for a job that also converts `readings` with `to_data_stream()`. That
     conversion is planned on its own, apart from the statement set, and would read and decode
     the topic a second time; with this the decoded records are one DataStream that both
-    plans read (see `one_source`)."""
+    plans read (see `one_source`).
+
+    `clock_topic`: read together with the readings, in the same Kafka source, and never
+    decoded: its records (wall-clock ticks, see jobs/conditions) only move the source's
+    watermark once every readings partition is idle. A reading that then arrives behind the
+    watermark is late like any other (to the DLQ as `late`)."""
     register_decoder(t_env, settings, max_future_s)
+    topic = readings_topic or settings.topics.readings
     params = {
         "readings_source": kafka_raw_source(
             settings,
-            topic=readings_topic or settings.topics.readings,
+            topic=f"{topic};{clock_topic}" if clock_topic else topic,
             group_id=f"otbridge-{job_name}{group_suffix}",
             bounded=bounded,
         ),
@@ -118,6 +125,7 @@ def register_readings(
         "out_of_orderness_s": str(out_of_orderness_s),
         "late_condition": late_condition(late_window_s, allowed_lateness_s),
         "job_name": job_name,
+        "source_filter": f"r.src_topic <> {sql_quote(clock_topic)}" if clock_topic else "TRUE",
     }
     *ddl, insert = render_sql(SQL, params)
     for statement in ddl:

@@ -28,7 +28,8 @@ SELECT
   -- in a window still open, is on time)
   CASE WHEN d.reason IS NULL AND ${late_condition} THEN TRUE ELSE FALSE END AS too_late
 FROM readings_raw AS r, LATERAL TABLE(decode_reading(r.`raw`))
-  AS d(reason, detail, asset, tag, `value`, `text`, unit, quality, seq, connector);
+  AS d(reason, detail, asset, tag, `value`, `text`, unit, quality, seq, connector)
+WHERE ${source_filter};
 
 CREATE TEMPORARY VIEW readings AS
 SELECT event_ts, asset, tag, `value`, `text`, unit, quality, seq, connector

@@ -39,3 +39,9 @@ FROM TABLE(check_conditions(
   input => TABLE conditions_input PARTITION BY (asset, tag),
   on_time => DESCRIPTOR(event_ts)
 ));
+
+-- the wall clock (--wall-clock, the default): a tick a second into the clock topic, which the
+-- readings source reads too (register_readings clock_topic): while readings flow it changes
+-- nothing; once every readings partition is idle (30 s) the ticks move event time on with the
+-- wall clock, so stale timeouts come due when a whole plant falls silent
+${clock}

@@ -10,8 +10,18 @@ alerts. Deadlines (on/off delays, stale timeouts) fire when a later reading of t
 arrives or when the watermark passes them, whichever is first, with the same result. The
 watermark moves with the readings of every asset (a partition that goes quiet is skipped
 after the 30 s idle timeout), so a silent tag is reported stale once the rest of the plant's
-event time passes its deadline; if every reading stops, event time stops too and nothing
-fires until data returns.
+event time passes its deadline.
+
+When every reading stops (a whole connector, or the plant's only one, is down), the wall
+clock takes over: the job writes a tick a second to the clock topic (iiot.clock) and reads it
+with the readings; once every readings partition has been idle for 30 s, the ticks move the
+watermark to the wall clock minus 15 s (ticks stamped 10 s behind, the 5 s out-of-orderness).
+A stale alert is then RAISED `timeout_s` + at most 20 s after the last reading (15 s, a tick
+a second, the alerts sink's delivery), and never before 30 s of total silence. A reading
+that arrives more than 15 s after its source time following such a silence (a backlog a
+connector replays after an outage) is late: it goes to the DLQ as `late`, is
+not evaluated for alerts, and stays in iiot.readings. `--no-wall-clock` keeps event time
+strictly with the readings (replays of history, where the wall clock means nothing).
 """
 
 from __future__ import annotations
@@ -19,18 +29,36 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from string import Template
 
 from pyflink.table import StatementSet, StreamTableEnvironment, TableEnvironment
 
 from jobs.common.readings import register_readings
 from jobs.conditions.rules import RULES_FILE, Rule, load_rules, rules_json, sql_filter
-from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
+from otbridge.flinkjob import kafka_avro_sink, kafka_raw_sink, render_sql, run_job
 from otbridge.settings import Settings
 from otbridge.udf import built_udf_jar
 
 NAME = "conditions"
 SQL = Path(__file__).with_name("conditions.sql")
 FUNCTION = "check_conditions"
+#: the ticks are stamped this far behind the wall clock: after a total silence, a reading that
+#: reaches the job up to this + the 5 s out-of-orderness after its source time is on time
+CLOCK_LAG_S = 10
+#: one wall-clock tick a second (jobs/conditions/conditions.sql `${clock}`)
+CLOCK_SQL = """
+CREATE TEMPORARY TABLE clock_source (n INT) WITH (
+  'connector' = 'datagen', 'rows-per-second' = '1', 'fields.n.min' = '0', 'fields.n.max' = '0'
+);
+CREATE TEMPORARY TABLE clock_ticks (
+  tick BYTES,
+  tick_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'
+) WITH (
+  ${clock_sink}
+);
+INSERT INTO clock_ticks
+SELECT CAST('tick' AS BYTES), CURRENT_TIMESTAMP - INTERVAL '${lag_s}' SECOND FROM clock_source;
+"""
 
 
 def register_conditions(t_env: TableEnvironment, settings: Settings, rules: Sequence[Rule]
@@ -61,26 +89,37 @@ def build(
     bounded: bool = False,
     group_suffix: str = "",
     rules: str | None = None,
+    wall_clock: bool = True,
 ) -> StatementSet:
     parsed = load_rules(rules or RULES_FILE)
     topics = topics or {}
+    clock_topic = topics.get("clock", settings.topics.clock) if wall_clock and not bounded \
+        else None
     stmt_set = t_env.create_statement_set()
     register_readings(
         t_env, stmt_set, settings, job_name=NAME, readings_topic=topics.get("readings"),
         dlq_topic=topics.get("dlq"), bounded=bounded, group_suffix=group_suffix,
+        clock_topic=clock_topic,
     )
     register_conditions(t_env, settings, parsed)
-    *ddl, insert = render_sql(SQL, {
+    clock = ""
+    if clock_topic:
+        clock = Template(CLOCK_SQL).substitute(
+            clock_sink=kafka_raw_sink(settings, topic=clock_topic), lag_s=CLOCK_LAG_S)
+    statements = render_sql(SQL, {
         "rule_filter": sql_filter(parsed),
         "alerts_sink": kafka_avro_sink(
             settings, topic=topics.get("alerts", settings.topics.alerts), schema="AlertEvent",
             key_field="msg_key",
             transactional_id_prefix=None,  # at-least-once: lower latency, keys dedupe
         ),
+        "clock": clock,
     })
-    for statement in ddl:
-        t_env.execute_sql(statement)
-    stmt_set.add_insert_sql(insert)
+    for statement in statements:
+        if statement.lstrip().upper().startswith("INSERT"):
+            stmt_set.add_insert_sql(statement)
+        else:
+            t_env.execute_sql(statement)
     return stmt_set
 
 
@@ -88,6 +127,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rules", default=None, metavar="FILE",
         help=f"the rules YAML (default {RULES_FILE.relative_to(RULES_FILE.parents[2])})",
+    )
+    parser.add_argument(
+        "--wall-clock", action=argparse.BooleanOptionalAction, default=True,
+        help="let the wall clock move event time when every reading has stopped, so stale "
+        "alerts are raised (default on; off for replays of history)",
     )
 
 

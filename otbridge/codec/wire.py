@@ -39,6 +39,8 @@ INF_VALUE = "inf_value"
 #: register read as all ones) that would overflow every count derived from it
 OUT_OF_RANGE = "out_of_range"
 LONG_LIMIT = 2.0**63
+#: a GOOD reading with neither a value nor a text (BAD and UNCERTAIN ones may have none)
+EMPTY_VALUE = "empty_value"
 FUTURE_TIMESTAMP = "future_timestamp"
 LATE = "late"
 
@@ -144,7 +146,8 @@ class WireDecoder:
 
 
 def check_reading(record: dict[str, Any], *, now_ms: int, max_future_ms: int) -> Decoded:
-    """Values a job cannot use: NaN, infinite or beyond +/-2^63, source timestamps more than
+    """Values a job cannot use: NaN, infinite or beyond +/-2^63, a GOOD reading with no
+    value, source timestamps more than
     max_future_ms ahead of now_ms. The checks of DecodeReading.java, in its order."""
     value = record.get("value")
     where = f"{record['asset']} {record['tag']}"
@@ -155,6 +158,9 @@ def check_reading(record: dict[str, Any], *, now_ms: int, max_future_ms: int) ->
     if value is not None and abs(value) >= LONG_LIMIT:
         return Decoded(None, OUT_OF_RANGE,
                        f"{where}: value {value:.3e} is outside +/-2^63 (a counter glitch?)")
+    text = record.get("text")
+    if value is None and not text and record.get("quality") == "GOOD":
+        return Decoded(None, EMPTY_VALUE, f"{where}: a GOOD reading with no value")
     ts = record["source_ts"]
     ts_ms = millis(ts) if hasattr(ts, "timestamp") else int(ts)
     if ts_ms > now_ms + max_future_ms:

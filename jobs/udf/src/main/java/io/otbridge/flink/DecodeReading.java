@@ -136,6 +136,13 @@ public class DecodeReading extends TableFunction<Row> {
               assetS, tagS, v));
       return;
     }
+    String textS = str(r.get(text));
+    String qualityS = str(r.get(quality));
+    if (v == null && (textS == null || textS.isEmpty()) && "GOOD".equals(qualityS)) {
+      // BAD and UNCERTAIN readings may carry no value (a device that did not answer)
+      dead("empty_value", assetS + " " + tagS + ": a GOOD reading with no value");
+      return;
+    }
     long ts = (Long) r.get(sourceTs);
     long now = System.currentTimeMillis();
     if (ts > now + maxFutureMs) {
@@ -157,9 +164,9 @@ public class DecodeReading extends TableFunction<Row> {
             assetS,
             tagS,
             v,
-            str(r.get(text)),
+            textS,
             str(r.get(unit)),
-            str(r.get(quality)),
+            qualityS,
             (Long) r.get(seq),
             str(r.get(connector))));
   }

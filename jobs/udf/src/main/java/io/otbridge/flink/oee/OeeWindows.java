@@ -16,6 +16,7 @@ import org.apache.flink.table.annotation.ArgumentHint;
 import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.metrics.Counter;
 import org.apache.flink.table.annotation.StateHint;
 import org.apache.flink.table.api.dataview.ListView;
 import org.apache.flink.table.api.dataview.MapView;
@@ -23,6 +24,8 @@ import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.table.functions.TableSemantics;
 import org.apache.flink.types.Row;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * {@code oee_windows(input => TABLE t PARTITION BY asset, on_time => DESCRIPTOR(event_ts))}: the
@@ -34,7 +37,14 @@ import org.apache.flink.types.Row;
  * millisecond) to the asset's {@link Timeline} and the window is emitted. A reading only appends
  * to the list: nothing per reading reads or rewrites the buffer or the timeline. Master data
  * comes from {@link AssetTable}; readings of an asset without master data are kept {@code
- * masterlessBacklogWindows} windows, then dropped.
+ * masterlessBacklogWindows} windows, then dropped and counted.
+ *
+ * <p>A window is emitted once: a reading that reaches a window after it was closed (possible only
+ * after a restart, when Flink has no watermark yet and lets readings from before the last
+ * checkpoint through) is dropped and counted, never applied. Metrics of the operator, each with a
+ * warning in the TaskManager log at most once a minute: {@code lateReadingsDropped}, {@code
+ * readingsWithoutMasterData} (dropped after the backlog), {@code unknownStateCodes} (state
+ * readings whose code the asset's master data does not name: their time counts as UNKNOWN).
  *
  * <p>Output: the partition key (asset) is put in front by Flink and the timer's time (rowtime)
  * behind.
@@ -49,6 +59,8 @@ import org.apache.flink.types.Row;
                 + " quality DOUBLE, oee DOUBLE>"))
 public class OeeWindows extends ProcessTableFunction<Row> {
   private static final long serialVersionUID = 1L;
+  private static final Logger LOG = LoggerFactory.getLogger(OeeWindows.class);
+  private static final long WARN_EVERY_MS = 60_000;
   private static final String PENDING =
       "ARRAY<ROW<ts BIGINT NOT NULL, tag STRING, v DOUBLE, txt STRING, q STRING>>";
   /** keys of the `meta` map state: the asset's name, its timeline */
@@ -71,6 +83,30 @@ public class OeeWindows extends ProcessTableFunction<Row> {
   private transient AssetTable assets;
   private transient long lastRefreshMs;
   private transient int assetPos, tag, value, text, quality;
+  private transient Reported late, masterless, unknownCodes;
+
+  /** A counter metric whose growth is logged at most once a minute. */
+  private static final class Reported {
+    final Counter counter;
+    final String what;
+    long loggedCount;
+    long loggedAtMs = Long.MIN_VALUE;
+
+    Reported(FunctionContext context, String name, String what) {
+      counter = context.getMetricGroup().counter(name);
+      this.what = what;
+    }
+
+    void add(long n, String example) {
+      counter.inc(n);
+      long now = System.currentTimeMillis();
+      if (now - loggedAtMs >= WARN_EVERY_MS) {
+        LOG.warn("oee: {} {} (e.g. {})", counter.getCount() - loggedCount, what, example);
+        loggedCount = counter.getCount();
+        loggedAtMs = now;
+      }
+    }
+  }
 
   /**
    * @param windowMs OEE window length
@@ -114,6 +150,12 @@ public class OeeWindows extends ProcessTableFunction<Row> {
     assets.open();
     lastRefreshMs = System.currentTimeMillis();
     tag = -1;
+    late = new Reported(context, "lateReadingsDropped",
+        "readings arrived after their window was emitted and were dropped");
+    masterless = new Reported(context, "readingsWithoutMasterData",
+        "readings of assets without master data in the assets topic were dropped");
+    unknownCodes = new Reported(context, "unknownStateCodes",
+        "state readings had a code their asset's master data does not name (counted UNKNOWN)");
   }
 
   @Override
@@ -188,6 +230,7 @@ public class OeeWindows extends ProcessTableFunction<Row> {
         }
       }
       if (keep.size() != all.size()) {
+        masterless.add(all.size() - keep.size(), name);
         pending.clear();
         pending.addAll(keep);
       }
@@ -206,16 +249,25 @@ public class OeeWindows extends ProcessTableFunction<Row> {
     due.sort(Comparator.comparingLong(r -> (Long) r.getField(0))); // stable: arrival order
     for (Row r : due) {
       long ts = (Long) r.getField(0);
+      if (timeline.started && ts < timeline.cursorMs) {
+        // its window is closed and was emitted (only after a restart can this happen)
+        late.add(1, name + " at " + Instant.ofEpochMilli(ts));
+        continue;
+      }
       for (Timeline.WindowAcc acc : timeline.closeUntil(ts)) {
         collect(row(name, acc, master));
       }
-      timeline.apply(
-          master,
-          ts,
-          (String) r.getField(1),
-          (Double) r.getField(2),
-          (String) r.getField(3),
-          (String) r.getField(4));
+      boolean known =
+          timeline.apply(
+              master,
+              ts,
+              (String) r.getField(1),
+              (Double) r.getField(2),
+              (String) r.getField(3),
+              (String) r.getField(4));
+      if (!known) {
+        unknownCodes.add(1, name + " " + r.getField(1) + "=" + stateCode(r));
+      }
     }
     if (!due.isEmpty()) {
       pending.clear();
@@ -229,6 +281,11 @@ public class OeeWindows extends ProcessTableFunction<Row> {
     state.put(TIMELINE, timeline.toBytes());
     // known time runs into the next window: close that one even if no reading comes
     return timeline.wantsNextWindow(end);
+  }
+
+  private static String stateCode(Row r) {
+    String text = (String) r.getField(3);
+    return text != null ? text : Timeline.code((Double) r.getField(2));
   }
 
   private Master master(String name) {

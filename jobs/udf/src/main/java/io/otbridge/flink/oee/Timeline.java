@@ -87,8 +87,11 @@ final class Timeline {
     cursorMs = tMs;
   }
 
-  /** One reading at t (call advanceTo(t) first). */
-  void apply(Master master, long tMs, String tag, Double value, String text, String quality) {
+  /**
+   * One reading at t (call advanceTo(t) first). False for a GOOD state reading whose code the
+   * master data does not name (its time counts as UNKNOWN, as for any unusable state).
+   */
+  boolean apply(Master master, long tMs, String tag, Double value, String text, String quality) {
     boolean good = "GOOD".equals(quality);
     window(tMs);
     if (good) {
@@ -96,10 +99,10 @@ final class Timeline {
     }
     if (tag.equals(master.stateTag)) {
       String code = text != null ? text : code(value);
-      category =
-          good && code != null && !code.isEmpty()
-              ? master.stateCodes.getOrDefault(code, UNKNOWN)
-              : UNKNOWN;
+      boolean usable = good && code != null && !code.isEmpty();
+      Integer known = usable ? master.stateCodes.get(code) : null;
+      category = known != null ? known : UNKNOWN;
+      return known != null || !usable;
     } else if (good
         && value != null
         && (tag.equals(master.totalCountTag) || tag.equals(master.goodCountTag))) {
@@ -116,6 +119,7 @@ final class Timeline {
         }
       }
     }
+    return true;
   }
 
   /** Advance to t and hand back every window that ends at or before t, oldest first. */
