@@ -200,3 +200,22 @@ def test_librdkafka_lines_repeating_during_an_outage_are_logged_once_a_period() 
     time.sleep(0.35)
     fail(9092, 7)
     assert len(lines) == 3 and lines[2].endswith("(and 49 more like it in the last 0 s)"), lines
+
+
+def test_a_source_time_the_broker_would_refuse_gets_the_ingest_time_as_kafka_timestamp(
+        tmp_path: Path) -> None:
+    """A device clock hours ahead: the broker refuses a Kafka timestamp more than 1 h ahead
+    (message.timestamp.after.max.ms), so such a reading is sent with its ingest time and keeps
+    its source_ts in the record (the jobs dead-letter it as future_timestamp)."""
+    import time
+
+    s = sink(tmp_path / "b.db")
+    series = s.series("acme/berlin/body/line1/press01", "temperature", "degC", "modbus://x/1")
+    now = time.time_ns() // 1_000_000
+    for ahead_ms in (0, 10 * 60_000, 2 * 3600_000):
+        s.emit_value(series, 1.0, Quality.GOOD, now + ahead_ms)
+    s.store_pending()
+    stamps = [r[1] - now for r in s.store.unsent(-1, 100)]
+    assert stamps[:2] == [0, 10 * 60_000]
+    assert 0 <= stamps[2] < 5_000
+    s.store.close()

@@ -152,6 +152,10 @@ class _Flight:
 _PURGED = frozenset((KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT))
 
 
+#: below the broker's message.timestamp.after.max.ms (1 h by default in Kafka 4)
+MAX_AHEAD_MS = 30 * 60 * 1000
+
+
 class ReadingSink:
     """Numbers samples (`seq`, no gaps, continued across restarts) and stores and forwards
     them as Readings. The connector instance id (`connector`) is the store's: (connector,
@@ -246,8 +250,11 @@ class ReadingSink:
         if self.limit is not None and seq - self._first_seq >= self.limit:
             return False
         now = time.time_ns() // 1_000_000
-        # the record's Kafka timestamp is the source time: event time for consumers and jobs
-        self._pending.append((seq, source_ms, series.key, self._encode_series(
+        # the record's Kafka timestamp is the source time: event time for consumers and jobs;
+        # a source time the broker would refuse (a device clock far ahead) gets the ingest
+        # time instead, so the reading reaches the jobs, which dead-letter it with its reason
+        ts = source_ms if source_ms - now < MAX_AHEAD_MS else now
+        self._pending.append((seq, ts, series.key, self._encode_series(
             series, value, text, quality.value, source_ms, now, seq, self.connector)))
         self.seq = seq + 1
         counters = self.counters
