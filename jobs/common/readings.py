@@ -47,7 +47,8 @@ def late_condition(window_s: int | None, allowed_lateness_s: int) -> str:
     INT truncates, which is the floor for times after the epoch): no DECIMAL per reading."""
     watermark = f"CURRENT_WATERMARK(r.event_ts) - INTERVAL '{allowed_lateness_s}' SECOND"
     if not window_s:
-        return f"r.event_ts < {watermark}"
+        # a process table function drops a row at or behind its watermark
+        return f"r.event_ts <= {watermark}"
 
     def index(ts: str) -> str:
         return f"TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), {ts}) / {int(window_s)}"
@@ -95,7 +96,8 @@ def register_readings(
 
     A reading is late when the job can no longer use it: with `late_window_s`, when the
     tumbling window of that size it falls into has already been closed by the watermark
-    (minus `allowed_lateness_s`); without, when it is older than the watermark.
+    (minus `allowed_lateness_s`); without, when it is at or behind the watermark (the jobs'
+    process table functions drop such a row).
 
     `shared_stream`: for a job that also converts `readings` with `to_data_stream()`. That
     conversion is planned on its own, apart from the statement set, and would read and decode
@@ -123,6 +125,7 @@ def register_readings(
             transactional_id_prefix=None,  # dead letters: at-least-once is enough
         ),
         "out_of_orderness_s": str(out_of_orderness_s),
+        "max_future_s": str(int(max_future_s)),
         "late_condition": late_condition(late_window_s, allowed_lateness_s),
         "job_name": job_name,
         "source_filter": f"r.src_topic <> {sql_quote(clock_topic)}" if clock_topic else "TRUE",

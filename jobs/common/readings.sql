@@ -3,7 +3,8 @@
 
 -- source: raw record bytes plus where they came from.
 -- event time is the Kafka record timestamp, which otbridge's connectors set to the reading's
--- source timestamp (and the topic's message.timestamp.after.max.ms keeps far-future ones out)
+-- source timestamp (or, for a source time more than 30 min ahead, which the broker's
+-- message.timestamp.after.max.ms would refuse, to the ingest time)
 CREATE TEMPORARY TABLE readings_raw (
   msg_key BYTES,
   `raw` BYTES,
@@ -11,8 +12,12 @@ CREATE TEMPORARY TABLE readings_raw (
   src_partition INT METADATA FROM 'partition' VIRTUAL,
   src_offset BIGINT METADATA FROM 'offset' VIRTUAL,
   event_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
-  -- watermark: ${out_of_orderness_s} s of device clock skew and network reordering
-  WATERMARK FOR event_ts AS event_ts - INTERVAL '${out_of_orderness_s}' SECOND
+  -- watermark: ${out_of_orderness_s} s of device clock skew and network reordering; a record
+  -- stamped further ahead than a job accepts (dead-lettered as future_timestamp) must not move
+  -- it, or every reading after it would be late
+  WATERMARK FOR event_ts AS CASE
+    WHEN event_ts > TIMESTAMPADD(SECOND, ${max_future_s}, CURRENT_TIMESTAMP) THEN TO_TIMESTAMP_LTZ(0, 3)
+    ELSE event_ts - INTERVAL '${out_of_orderness_s}' SECOND END
 ) WITH (
   ${readings_source}
 );
