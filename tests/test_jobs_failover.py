@@ -1,0 +1,193 @@
+"""The oee and downsample jobs through failures while readings are produced (3 partitions):
+the TaskManager SIGKILLed twice and brought back with `otbridge stack up`; then the whole of
+Flink stopped and the jobs resumed from their retained checkpoints. Every field of every
+record equals that of an undisturbed run of the same jobs over the same input, submitted
+afterwards; no duplicates, nothing missing."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import kafkahelp as kh
+from confluent_kafka import Producer
+from kafkahelp import at, reading
+from test_job_oee import asset
+from test_job_oee_recovery import MACHINES, expected, plant
+
+from otbridge import jobs, stack
+from otbridge.codec.avro import ReadingEncoder
+from otbridge.kafka import TopicSpec, ensure_topics, producer_config
+from otbridge.registry import registry_client
+from otbridge.settings import Settings
+from otbridge.stack import Flink
+
+MINUTES = 20
+OUTPUTS = {"oee": ("oee",), "downsample": ("readings_1m", "readings_1h")}
+#: 4 tags of 8 machines: a 1-minute aggregate per minute, a 1-hour one for 10:00
+COUNTS = {"readings_1m": 8 * 4 * MINUTES, "readings_1h": 8 * 4}
+
+
+def checkpoints(settings: Settings, job_id: str) -> int:
+    resp = httpx.get(f"{settings.flink.rest_url}/jobs/{job_id}/checkpoints", timeout=10)
+    return int(resp.json()["counts"]["completed"])
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(1)
+
+
+def running_with_a_new_checkpoint(settings: Settings, ids: dict[str, str]) -> None:
+    """Each job RUNNING again and one more checkpoint completed since now."""
+    before = {}
+    for job_id in ids.values():
+        jobs.wait_for_state(settings, job_id, {"RUNNING"}, timeout_s=180)
+        with_tasks = f"{job_id}: every task running"
+        wait_for(with_tasks, lambda j=job_id: all(
+            v["status"] == "RUNNING" for v in jobs.job(settings, j)["vertices"]))
+        before[job_id] = checkpoints(settings, job_id)
+    for job_id, n in before.items():
+        wait_for(f"{job_id}: a checkpoint", lambda j=job_id, n=n: checkpoints(settings, j) > n)
+
+
+def kill_taskmanager(settings: Settings, flink: Flink) -> None:
+    taskmanager, jobmanager = flink.processes[1], flink.processes[0].pid()
+    pid = taskmanager.pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    while taskmanager.pid() is not None:
+        time.sleep(0.2)
+    out = io.StringIO()
+    stack.up(settings, out=out)
+    assert "flink: partly running, starting flink-taskmanager" in out.getvalue()
+    assert flink.processes[0].pid() == jobmanager
+
+
+def produce_paced(settings: Settings, topic: str, records: list[dict], seconds: float) -> None:
+    """One event-time minute of the plant at a time, spread over `seconds` of wall time."""
+    encode = ReadingEncoder(registry_client(settings), topic)
+    producer = Producer(producer_config(settings))
+    per_minute: dict[int, list[dict]] = {}
+    for r in records:
+        per_minute.setdefault(r["source_ts"] // 60_000, []).append(r)
+    for batch in per_minute.values():
+        for r in batch:
+            producer.produce(topic, key=r["asset"].encode(), value=encode(r),
+                             timestamp=r["source_ts"])
+        producer.flush(30)
+        time.sleep(seconds / len(per_minute))
+    assert producer.flush(30) == 0
+
+
+def push_every_partition(settings: Settings, topic: str, partitions: int) -> None:
+    """A reading at 11:05 in each partition: the watermark (the least of the partitions')
+    passes 11:00, so every 1-minute window, the 10:00 hour and the OEE windows close."""
+    encode = ReadingEncoder(registry_client(settings), topic)
+    producer = Producer(producer_config(settings))
+    for p in range(partitions):
+        r = reading("acme/berlin/body/line1/clock", "temperature", 1.0, at(11, 5), seq=10**6 + p)
+        producer.produce(topic, key=b"clock", value=encode(r), timestamp=r["source_ts"],
+                         partition=p)
+    assert producer.flush(30) == 0
+
+
+def outputs(settings: Settings, topics: dict[str, str], counts: dict[str, int]
+            ) -> dict[str, list[tuple[Any, ...]]]:
+    """Every record of each output topic as a tuple of all its fields (and its key)."""
+    out = {}
+    for role, n in counts.items():
+        rows = kh.consume(settings, topics[role], n, timeout_s=240, settle_s=10)
+        out[role] = sorted((key, *sorted(v.items())) for key, v, _ in rows)
+    return out
+
+
+def submit(settings: Settings, suffix: str, readings: dict[str, str],
+           own: dict[str, dict[str, str]]) -> dict[str, str]:
+    return jobs.submit_many(settings, {
+        name: [f"--name-suffix=-{suffix}",
+               *(f"--topic={r}={t}" for r, t in {**readings, **own[name]}.items())]
+        for name in OUTPUTS})
+
+
+def test_two_taskmanager_kills_then_a_full_restart_equal_an_undisturbed_run(
+        live_stack: Settings) -> None:
+    settings, unique = live_stack, uuid.uuid4().hex[:10]
+    shared = {"readings": f"test.readings.{unique}", "assets": f"test.assets.{unique}",
+              "dlq": f"test.dlq.{unique}"}
+    runs = {run: {name: {role: f"test.{role}.{run}.{unique}" for role in roles}
+                  for name, roles in OUTPUTS.items()} for run in ("failed", "undisturbed")}
+    ensure_topics(settings, [
+        TopicSpec(shared["readings"], partitions=3, config={"retention.ms": "-1"}),
+        *(TopicSpec(t, partitions=1, config={"retention.ms": "-1"})
+          for t in (shared["assets"], shared["dlq"], *(
+              t for run in runs.values() for o in run.values() for t in o.values())))])
+    kh.produce(settings, shared["assets"], "Asset", [asset(p) for p in MACHINES],
+               timestamp_field=None)
+    records = plant(minutes=MINUTES)
+    oee_count = len(expected(records, kh.ms(at(11, 0))))
+    counts = {"oee": oee_count, **COUNTS}
+    flink = Flink(settings)
+    ids: dict[str, str] = {}
+    try:
+        ids = submit(settings, f"failed-{unique}", shared, runs["failed"])
+        running_with_a_new_checkpoint(settings, ids)
+        producer = threading.Thread(target=produce_paced,
+                                    args=(settings, shared["readings"], records, 60))
+        producer.start()
+        time.sleep(12)
+        kill_taskmanager(settings, flink)  # readings keep coming
+        running_with_a_new_checkpoint(settings, ids)
+        kill_taskmanager(settings, flink)
+        running_with_a_new_checkpoint(settings, ids)
+        producer.join(180)
+        assert not producer.is_alive()
+
+        # the whole of Flink stopped (no HA: the JobManager forgets its jobs), started again,
+        # each job resumed from its retained checkpoint
+        flink.stop()
+        stack.up(settings, out=io.StringIO())
+        resumed = {}
+        for name in OUTPUTS:
+            done = subprocess.run(
+                [sys.executable, "-m", "otbridge.cli", "jobs", "submit", name, "--resume",
+                 f"--name-suffix=-failed-{unique}",
+                 *(f"--topic={r}={t}" for r, t in {**shared, **runs["failed"][name]}.items())],
+                capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "resuming" in done.stdout, done.stdout
+            resumed[name] = done.stdout.split("job id ")[1].split()[0]
+        ids = resumed
+        push_every_partition(settings, shared["readings"], 3)
+        failed = outputs(settings, {**runs["failed"]["oee"], **runs["failed"]["downsample"]},
+                         counts)
+
+        ids |= {f"{n}-undisturbed": i for n, i in
+                submit(settings, f"undisturbed-{unique}", shared, runs["undisturbed"]).items()}
+        undisturbed = outputs(settings, {**runs["undisturbed"]["oee"],
+                                         **runs["undisturbed"]["downsample"]}, counts)
+        for role in counts:
+            assert len(failed[role]) == len(set(failed[role])), f"{role}: duplicates"
+            assert failed[role] == undisturbed[role], role
+            assert len(failed[role]) == counts[role], role
+        dead = kh.consume(settings, shared["dlq"], 1, timeout_s=3)
+        assert dead == [], "nothing dead-lettered, nothing late"
+    finally:
+        for job_id in ids.values():
+            try:
+                jobs.cancel(settings, job_id)
+            except Exception:  # noqa: BLE001 - a job the restart forgot
+                pass
+        if not flink.running():
+            stack.up(settings, out=io.StringIO())
