@@ -19,7 +19,7 @@ from otbridge.settings import Settings
 PRESS = "acme/berlin/body/line1/press01"
 TIMEOUT_S = 30
 #: jobs/conditions/job.py: RAISED at most this long after timeout_s (when timeout_s >= 15 s)
-DELAY_S = 20
+DELAY_S = 25
 
 
 def connector_config(tmp: Path, settings: Settings, port: int, topic: str) -> Path:

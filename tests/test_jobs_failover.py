@@ -232,7 +232,7 @@ def test_two_taskmanager_kills_then_a_full_restart_equal_an_undisturbed_run(
         for job_id in ids.values():
             try:
                 jobs.cancel(settings, job_id)
-            except Exception:  # noqa: BLE001 - a job the restart forgot
+            except Exception:  # a job the restart forgot
                 pass
         if not flink.running():
             stack.up(settings, out=io.StringIO())
