@@ -65,6 +65,21 @@ def completed_checkpoints(settings: Settings, job_id: str) -> int:
     return int(resp.json()["counts"]["completed"])
 
 
+def kill_taskmanager(settings: Settings, flink: Flink) -> None:
+    """SIGKILL the TaskManager, then `stack up`, as the README says: it starts what is not
+    running (the TaskManager only: the JobManager is kept, with its jobs)."""
+    taskmanager, jobmanager = flink.processes[1], flink.processes[0].pid()
+    pid = taskmanager.pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    while taskmanager.pid() is not None:
+        time.sleep(0.2)
+    out = io.StringIO()
+    stack.up(settings, out=out)
+    assert "flink: partly running, starting flink-taskmanager" in out.getvalue()
+    assert flink.processes[0].pid() == jobmanager
+
+
 def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: Settings
                                                                     ) -> None:
     settings, unique = live_stack, uuid.uuid4().hex[:10]
@@ -87,16 +102,7 @@ def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: 
         assert completed_checkpoints(settings, job_id) >= 1
         time.sleep(3)  # mid-way between checkpoints: some output is in an open transaction
 
-        taskmanager, jobmanager = flink.processes[1], flink.processes[0].pid()
-        pid = taskmanager.pid()
-        assert pid is not None
-        os.killpg(pid, signal.SIGKILL)
-        while taskmanager.pid() is not None:
-            time.sleep(0.2)
-        out = io.StringIO()
-        stack.up(settings, out=out)  # as the README says: starts what is not running
-        assert "flink: partly running, starting flink-taskmanager" in out.getvalue()
-        assert flink.processes[0].pid() == jobmanager  # the JobManager kept, with its jobs
+        kill_taskmanager(settings, flink)
         # the first record after the restore, before any watermark: its window (10:02) was
         # emitted before the kill and must not open again
         late = reading(MACHINES[0], "count_total", 10_000.0, at(10, 2, 30), seq=10**6 + 1)

@@ -10,8 +10,6 @@ RAISED or CLEARED events, and the alerts deduplicated are exactly the undisturbe
 from __future__ import annotations
 
 import io
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +26,7 @@ import yaml
 from confluent_kafka import Producer
 from kafkahelp import at, reading
 from test_job_oee import asset
-from test_job_oee_recovery import MACHINES, expected, plant
+from test_job_oee_recovery import MACHINES, expected, kill_taskmanager, plant
 
 from jobs.conditions.detectors import KeyState, Monitor
 from jobs.conditions.rules import parse_rules
@@ -73,19 +71,6 @@ def running_with_a_new_checkpoint(settings: Settings, ids: dict[str, str]) -> No
         before[job_id] = checkpoints(settings, job_id)
     for job_id, n in before.items():
         wait_for(f"{job_id}: a checkpoint", lambda j=job_id, n=n: checkpoints(settings, j) > n)
-
-
-def kill_taskmanager(settings: Settings, flink: Flink) -> None:
-    taskmanager, jobmanager = flink.processes[1], flink.processes[0].pid()
-    pid = taskmanager.pid()
-    assert pid is not None
-    os.killpg(pid, signal.SIGKILL)
-    while taskmanager.pid() is not None:
-        time.sleep(0.2)
-    out = io.StringIO()
-    stack.up(settings, out=out)
-    assert "flink: partly running, starting flink-taskmanager" in out.getvalue()
-    assert flink.processes[0].pid() == jobmanager
 
 
 def produce_paced(settings: Settings, topic: str, records: list[dict], seconds: float) -> None:
