@@ -1,6 +1,7 @@
-"""jobs/oee survives a TaskManager crash: after kill -9 and `stack up`, the read_committed
-output equals an undisturbed run's (no duplicates, no gaps); and a whole Flink restart, the
-job resumed from its retained checkpoint (`otbridge jobs submit oee --resume`)."""
+"""jobs/oee (and downsample beside it) survive a TaskManager crash: after kill -9 and `stack
+up`, the read_committed output equals an undisturbed run's (no duplicates, no gaps, a late
+reading never re-opens a window); and a whole Flink restart, the job resumed from its retained
+checkpoint (`otbridge jobs submit oee --resume`)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,29 @@ def expected(records: list[dict], until_ms: int) -> set[tuple]:
     return out
 
 
+def aggregates(records: list[dict]) -> tuple[dict[tuple, tuple], dict[tuple, tuple]]:
+    """What downsample writes for `records` (every one GOOD, in produce order): (asset|tag,
+    window start ms) -> (count, min, max, avg, first, last), per minute and per hour."""
+    out: tuple[dict, dict] = ({}, {})
+    for windows, size in zip(out, (60_000, 3_600_000), strict=True):
+        groups: dict[tuple, list[float]] = {}
+        for r in records:
+            start = r["source_ts"] - r["source_ts"] % size
+            groups.setdefault((f"{r['asset']}|{r['tag']}", start), []).append(r["value"])
+        for key, v in groups.items():
+            windows[key] = (len(v), min(v), max(v), sum(v) / len(v), v[0], v[-1])
+    return out
+
+
+def got_aggregates(rows: list) -> dict[tuple, tuple]:
+    out = {}
+    for k, v, _ in rows:
+        key = (k.decode(), kh.ms(v["window_start"]))
+        assert key not in out, f"duplicate window {key}"
+        out[key] = (v["count"], v["min"], v["max"], v["avg"], v["first"], v["last"])
+    return out
+
+
 def completed_checkpoints(settings: Settings, job_id: str) -> int:
     resp = httpx.get(f"{settings.flink.rest_url}/jobs/{job_id}/checkpoints", timeout=10)
     return int(resp.json()["counts"]["completed"])
@@ -83,7 +107,8 @@ def kill_taskmanager(settings: Settings, flink: Flink) -> None:
 def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: Settings
                                                                     ) -> None:
     settings, unique = live_stack, uuid.uuid4().hex[:10]
-    topics = {r: f"test.{r}.{unique}" for r in ("readings", "assets", "oee", "dlq")}
+    roles = ("readings", "assets", "oee", "dlq", "readings_1m", "readings_1h")
+    topics = {r: f"test.{r}.{unique}" for r in roles}
     ensure_topics(settings, [TopicSpec(t, partitions=1) for t in topics.values()])
     kh.produce(settings, topics["assets"], "Asset", [asset(p) for p in MACHINES],
                timestamp_field=None)
@@ -91,24 +116,33 @@ def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: 
     half = len(records) // 2
     kh.produce(settings, topics["readings"], "Reading", records[:half])
 
-    job_id = jobs.submit(settings, "oee", job_args=[
-        f"--name-suffix=-{unique}", *(f"--topic={r}={t}" for r, t in topics.items())])
+    common = [f"--name-suffix=-{unique}", f"--topic=readings={topics['readings']}",
+              f"--topic=dlq={topics['dlq']}"]
+    ids = jobs.submit_many(settings, {
+        "oee": [*common, f"--topic=assets={topics['assets']}", f"--topic=oee={topics['oee']}"],
+        "downsample": [*common, *(f"--topic={r}={topics[r]}" for r in ("readings_1m",
+                                                                     "readings_1h"))]})
     flink = Flink(settings)
     try:
-        jobs.wait_for_state(settings, job_id, {"RUNNING"}, timeout_s=120)
+        for job_id in ids.values():
+            jobs.wait_for_state(settings, job_id, {"RUNNING"}, timeout_s=120)
+        # the second checkpoint (10 s after the first) holds the offsets after the first half,
+        # so nothing is replayed after the restore and the late reading is the first record
         deadline = time.monotonic() + 120
-        while completed_checkpoints(settings, job_id) < 1 and time.monotonic() < deadline:
+        while (min(completed_checkpoints(settings, j) for j in ids.values()) < 2
+               and time.monotonic() < deadline):
             time.sleep(1)
-        assert completed_checkpoints(settings, job_id) >= 1
+        assert min(completed_checkpoints(settings, j) for j in ids.values()) >= 2
         time.sleep(3)  # mid-way between checkpoints: some output is in an open transaction
 
         kill_taskmanager(settings, flink)
-        # the first record after the restore, before any watermark: its window (10:02) was
-        # emitted before the kill and must not open again
+        # the first record after the restore, before any watermark: its OEE window (10:02) and
+        # its minute (10:02) were emitted before the kill and must not open again, and the
+        # hour, still open, must not take it either (it is made of the minutes)
         late = reading(MACHINES[0], "count_total", 10_000.0, at(10, 2, 30), seq=10**6 + 1)
         kh.produce(settings, topics["readings"], "Reading", [late])
         kh.produce(settings, topics["readings"], "Reading", records[half:])
-        clock = reading("acme/berlin/body/line1/clock", "temperature", 1.0, at(11, 0, 0),
+        clock = reading("acme/berlin/body/line1/clock", "temperature", 1.0, at(11, 0, 10),
                         seq=10**6)
         kh.produce(settings, topics["readings"], "Reading", [clock])
 
@@ -120,10 +154,22 @@ def test_taskmanager_killed_and_restarted_output_equals_undisturbed(live_stack: 
                 v["good_count"]) for _, v, _ in rows]
         assert len(got) == len(set(got)), "duplicates after recovery"
         assert set(got) == want
-        assert jobs.job(settings, job_id)["state"] == "RUNNING"
-        assert kh.operator_metric(settings, job_id, "lateReadingsDropped") == 1
+        assert kh.operator_metric(settings, ids["oee"], "lateReadingsDropped") == 1
+
+        minutes, hours = aggregates(records)
+        assert len(minutes) == 8 * 4 * 20 and len(hours) == 8 * 4
+        assert got_aggregates(kh.consume(settings, topics["readings_1m"], len(minutes),
+                                         timeout_s=120, settle_s=5)) == minutes
+        assert got_aggregates(kh.consume(settings, topics["readings_1h"], len(hours),
+                                         timeout_s=120, settle_s=5)) == hours
+        # dropped by the minute window operator, whose watermark the checkpoint restored
+        assert kh.operator_metric(settings, ids["downsample"], "numLateRecordsDropped") == 1
+        assert kh.consume(settings, topics["dlq"], 0, timeout_s=10, settle_s=8) == []
+        for job_id in ids.values():
+            assert jobs.job(settings, job_id)["state"] == "RUNNING"
     finally:
-        jobs.cancel(settings, job_id)
+        for job_id in ids.values():
+            jobs.cancel(settings, job_id)
         if flink.processes[1].pid() is None:
             flink.start()
 

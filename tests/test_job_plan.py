@@ -51,12 +51,19 @@ def test_one_source_per_job(live_stack: Settings, unique: str, name: str) -> Non
 
 def test_downsample_window_aggregates_run_in_two_phases(live_stack: Settings, unique: str
                                                        ) -> None:
-    """Both window aggregates (1 min, 1 h) are split: a local phase in the source's chain and a
-    global one behind the keyed exchange, so partial results cross it, not every reading
-    (FIRST_VALUE / LAST_VALUE cannot merge and rule that out)."""
+    """Both window aggregates are split: a local phase before the keyed exchange and a global one
+    behind it, so partial results cross it, not every reading (FIRST_VALUE / LAST_VALUE cannot
+    merge and rule that out). The readings are aggregated once, into minutes (local phase in the
+    source's chain); the hour is made of the minutes (local phase chained to the minutes)."""
     nodes = submitted_plan(live_stack, unique, "downsample")
-    source = next(n["description"] for n in nodes if not n.get("inputs"))
-    behind = [n["description"] for n in nodes if n.get("inputs")]
-    assert source.count("LocalWindowAggregate") == 2, source
-    assert len(behind) == 2
-    assert all("GlobalWindowAggregate" in d for d in behind), behind
+    source = next(n for n in nodes if not n.get("inputs"))
+    assert source["description"].count("LocalWindowAggregate") == 1, source["description"]
+    minute = [n for n in nodes if [i["id"] for i in n.get("inputs", [])] == [source["id"]]]
+    assert len(minute) == 1 and len(nodes) == 3, [n["description"] for n in nodes]
+    d = minute[0]["description"]
+    assert d.count("GlobalWindowAggregate") == 1 and "size=[1 min]" in d, d
+    assert d.count("LocalWindowAggregate") == 1, d
+    hour = next(n for n in nodes if n not in (source, minute[0]))
+    assert [i["id"] for i in hour["inputs"]] == [minute[0]["id"]]
+    d = hour["description"]
+    assert "GlobalWindowAggregate" in d and "size=[1 h]" in d and "Local" not in d, d

@@ -8,6 +8,7 @@ from pathlib import Path
 from pyflink.table import StatementSet, TableEnvironment
 
 from jobs.common.readings import register_readings
+from otbridge.errors import ConfigError
 from otbridge.flinkjob import kafka_avro_sink, render_sql, run_job
 from otbridge.settings import Settings
 
@@ -35,6 +36,9 @@ def build(
     minute_window_s: int = 60,
     hour_window_s: int = 3600,
 ) -> StatementSet:
+    if hour_window_s % minute_window_s:
+        raise ConfigError(f"downsample: the hour window ({hour_window_s} s) must be a multiple "
+                          f"of the minute window ({minute_window_s} s): it is made of minutes")
     topics = topics or {}
     t = settings.topics
     stmt_set = t_env.create_statement_set()

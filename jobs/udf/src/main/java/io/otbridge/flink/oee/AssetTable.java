@@ -8,6 +8,8 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericRecord;
@@ -17,25 +19,38 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.WakeupException;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Asset master data: the compacted iiot.assets topic, read like a lookup table (the JVM twin of
- * jobs/oee/assets.py). {@link #open} reads the whole topic before the first reading is used;
- * {@link #refresh} applies what arrived since, without blocking. Master data never takes part in
- * event time. A tombstone removes an asset; a record that cannot be decoded is skipped.
+ * jobs/oee/assets.py). {@link #open} reads the whole topic before the first reading is used, then
+ * a daemon thread follows the topic and applies each update as it arrives (within the broker's
+ * fetch latency, whether or not readings flow): {@link #get} always sees the latest master data
+ * without a restart. Master data never takes part in event time: a window uses the master data
+ * known when it closes. A tombstone removes an asset; a record that cannot be decoded is skipped
+ * and counted.
  */
 final class AssetTable implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(AssetTable.class);
   private static final Duration OPEN_TIMEOUT = Duration.ofMinutes(5);
+  private static final Duration POLL = Duration.ofSeconds(1);
 
   private final Map<String, String> kafka;
   private final String topic;
   private final Registry registry;
   private final Schema reader;
-  private final Map<String, Master> masters = new HashMap<>();
+  private final Map<String, Master> masters = new ConcurrentHashMap<>();
   private final Map<Integer, GenericDatumReader<GenericRecord>> readers = new HashMap<>();
+  /** master data records applied (updates and tombstones), and records skipped as undecodable */
+  private final AtomicLong applied = new AtomicLong();
+  private final AtomicLong skipped = new AtomicLong();
   private KafkaConsumer<byte[], byte[]> consumer;
   private BinaryDecoder decoder;
+  private Thread follower;
+  private volatile boolean closing;
 
   AssetTable(Map<String, String> kafka, String topic, Registry registry, Schema reader) {
     this.kafka = kafka;
@@ -59,6 +74,8 @@ final class AssetTable implements AutoCloseable {
     }
     consumer.assign(parts);
     if (parts.isEmpty()) {
+      consumer.close(Duration.ofSeconds(5));
+      consumer = null;
       return;
     }
     consumer.seekToBeginning(parts);
@@ -69,19 +86,35 @@ final class AssetTable implements AutoCloseable {
         throw new IllegalStateException(
             "oee: could not read the master data topic " + topic + " within " + OPEN_TIMEOUT);
       }
-      for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofSeconds(1))) {
+      for (ConsumerRecord<byte[], byte[]> r : consumer.poll(POLL)) {
         apply(r);
       }
     }
+    follower = new Thread(this::follow, "otbridge-oee-assets-" + topic);
+    follower.setDaemon(true);
+    follower.start();
   }
 
-  /** Apply updates that arrived since the last call (never blocks). */
-  void refresh() {
-    if (consumer == null || consumer.assignment().isEmpty()) {
-      return;
-    }
-    for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ZERO)) {
-      apply(r);
+  /** The follower thread: the consumer is its own from here on. */
+  private void follow() {
+    try {
+      while (!closing) {
+        try {
+          for (ConsumerRecord<byte[], byte[]> r : consumer.poll(POLL)) {
+            apply(r);
+          }
+        } catch (WakeupException e) {
+          break;
+        } catch (RuntimeException e) { // the broker's own failures are retried inside poll
+          if (closing || Thread.currentThread().isInterrupted()) {
+            break;
+          }
+          LOG.warn("oee: reading master data from {} failed, retrying: {}", topic, e.toString());
+          sleepQuietly(POLL.toMillis());
+        }
+      }
+    } finally {
+      consumer.close(Duration.ofSeconds(5));
     }
   }
 
@@ -89,11 +122,43 @@ final class AssetTable implements AutoCloseable {
     return masters.get(asset);
   }
 
+  /** assets with master data now */
+  int size() {
+    return masters.size();
+  }
+
+  /** master data records applied since open (updates and tombstones) */
+  long applied() {
+    return applied.get();
+  }
+
+  /** master data records skipped since open (not decodable with the registry's schema) */
+  long skipped() {
+    return skipped.get();
+  }
+
   @Override
   public void close() {
-    if (consumer != null) {
+    closing = true;
+    if (follower != null) {
+      consumer.wakeup();
+      try {
+        follower.join(10_000);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+      follower = null;
+    } else if (consumer != null) {
       consumer.close(Duration.ofSeconds(5));
-      consumer = null;
+    }
+    consumer = null;
+  }
+
+  private static void sleepQuietly(long ms) {
+    try {
+      Thread.sleep(ms);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
     }
   }
 
@@ -109,11 +174,13 @@ final class AssetTable implements AutoCloseable {
   private void apply(ConsumerRecord<byte[], byte[]> r) {
     if (r.value() == null) { // a tombstone: the asset was removed
       masters.remove(r.key() == null ? "" : new String(r.key(), StandardCharsets.UTF_8));
+      applied.incrementAndGet();
       return;
     }
     GenericRecord rec = decode(r.value());
     if (rec == null) {
-      return; // undecodable master data is skipped (the readings side has the DLQ)
+      skipped.incrementAndGet(); // undecodable master data (the readings side has the DLQ)
+      return;
     }
     Map<String, String> codes = new HashMap<>();
     Object rawCodes = rec.get("state_codes");
@@ -128,6 +195,7 @@ final class AssetTable implements AutoCloseable {
             str(rec.get("total_count_tag")),
             str(rec.get("good_count_tag")),
             codes));
+    applied.incrementAndGet();
   }
 
   private GenericRecord decode(byte[] raw) {

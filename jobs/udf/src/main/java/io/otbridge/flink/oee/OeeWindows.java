@@ -17,6 +17,7 @@ import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.metrics.Counter;
+import org.apache.flink.metrics.Gauge;
 import org.apache.flink.table.annotation.StateHint;
 import org.apache.flink.table.api.dataview.ListView;
 import org.apache.flink.table.api.dataview.MapView;
@@ -37,14 +38,17 @@ import org.slf4j.LoggerFactory;
  * millisecond) to the asset's {@link Timeline} and the window is emitted. A reading only appends
  * to the list: nothing per reading reads or rewrites the buffer or the timeline. Master data
  * comes from {@link AssetTable}; readings of an asset without master data are kept {@code
- * masterlessBacklogWindows} windows, then dropped and counted.
+ * masterlessBacklogWindows} windows, then dropped and counted; an update to the master data
+ * applies from the next window that closes after it arrived, without a restart.
  *
  * <p>A window is emitted once: a reading that reaches a window after it was closed (possible only
  * after a restart, when Flink has no watermark yet and lets readings from before the last
  * checkpoint through) is dropped and counted, never applied. Metrics of the operator, each with a
  * warning in the TaskManager log at most once a minute: {@code lateReadingsDropped}, {@code
  * readingsWithoutMasterData} (dropped after the backlog), {@code unknownStateCodes} (state
- * readings whose code the asset's master data does not name: their time counts as UNKNOWN).
+ * readings whose code the asset's master data does not name: their time counts as UNKNOWN); and
+ * the gauges {@code masterDataAssets}, {@code masterDataRecordsApplied} and {@code
+ * masterDataRecordsSkipped} (undecodable master data records).
  *
  * <p>Output: the partition key (asset) is put in front by Flink and the timer's time (rowtime)
  * behind.
@@ -66,8 +70,6 @@ public class OeeWindows extends ProcessTableFunction<Row> {
   /** keys of the `meta` map state: the asset's name, its timeline */
   private static final int NAME = 0;
   private static final int TIMELINE = 1;
-  /** at most one master data poll per this many ms for assets that have master data */
-  private static final long REFRESH_EVERY_MS = 100;
   private static final DateTimeFormatter KEY_TIME =
       DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss'Z'").withZone(ZoneOffset.UTC);
 
@@ -81,7 +83,6 @@ public class OeeWindows extends ProcessTableFunction<Row> {
   private final String assetSchema;
 
   private transient AssetTable assets;
-  private transient long lastRefreshMs;
   private transient int assetPos, tag, value, text, quality;
   private transient Reported late, masterless, unknownCodes;
 
@@ -148,7 +149,10 @@ public class OeeWindows extends ProcessTableFunction<Row> {
             new Registry(registryUrl, userInfo),
             new Schema.Parser().parse(assetSchema));
     assets.open();
-    lastRefreshMs = System.currentTimeMillis();
+    AssetTable table = assets;
+    context.getMetricGroup().gauge("masterDataAssets", (Gauge<Integer>) table::size);
+    context.getMetricGroup().gauge("masterDataRecordsApplied", (Gauge<Long>) table::applied);
+    context.getMetricGroup().gauge("masterDataRecordsSkipped", (Gauge<Long>) table::skipped);
     tag = -1;
     late = new Reported(context, "lateReadingsDropped",
         "readings arrived after their window was emitted and were dropped");
@@ -215,7 +219,7 @@ public class OeeWindows extends ProcessTableFunction<Row> {
   private boolean closeWindow(
       String name, long end, ListView<Row> pending, MapView<Integer, byte[]> state)
       throws Exception {
-    Master master = master(name);
+    Master master = assets.get(name);
     List<Row> all = new ArrayList<>();
     for (Row r : pending.get()) {
       all.add(r);
@@ -286,17 +290,6 @@ public class OeeWindows extends ProcessTableFunction<Row> {
   private static String stateCode(Row r) {
     String text = (String) r.getField(3);
     return text != null ? text : Timeline.code((Double) r.getField(2));
-  }
-
-  private Master master(String name) {
-    Master master = assets.get(name);
-    long now = System.currentTimeMillis();
-    if (master == null || now - lastRefreshMs >= REFRESH_EVERY_MS) {
-      assets.refresh();
-      lastRefreshMs = now;
-      master = assets.get(name);
-    }
-    return master;
   }
 
   /** The OeeWindow record of a closed window (jobs/oee/timeline.py result()). */
