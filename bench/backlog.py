@@ -476,11 +476,30 @@ def backlog_topic(ctx: Context) -> Backlog:
 Run = tuple[str, int, str]  # job name, parallelism, input topic
 
 
+#: the note on every timed job figure (not --quick)
+WARM_UP = "after one untimed run of each job on the same backlog (a TaskManager that has run " \
+    "the job's code before, as one that runs it for months)"
+
+
+def warm_up(ctx: Context, n: int, runs: list[Run]) -> None:
+    """One untimed run of each job (parallelism 1) before the timed ones: the first run on a
+    fresh TaskManager also pays for the JIT compiling Flink's, Kafka's and Avro's code paths."""
+    seen: set[str] = set()
+    for name, _, topic in runs:
+        if name not in seen:
+            seen.add(name)
+            _, outputs = time_job(ctx.settings, name, topic, n, parallelism=1)
+            delete_topics(ctx.settings, set(outputs.values()))
+            print(f"  {name}: warm-up run done", flush=True)
+
+
 def run_all(ctx: Context, n: int, runs: list[Run]
             ) -> dict[Run, list[tuple[Timing, dict[str, str]]]]:
     """Each run ctx.repeat times. --quick submits the runs side by side (submission is most of
     a small run); otherwise one job at a time, so that each has the machine to itself."""
     out: dict[Run, list[tuple[Timing, dict[str, str]]]] = {r: [] for r in runs}
+    if not ctx.quick:
+        warm_up(ctx, n, runs)
     for _ in range(ctx.repeat):
         with ThreadPoolExecutor(max_workers=len(runs) if ctx.quick else 1) as pool:
             timed = list(pool.map(
@@ -506,9 +525,9 @@ def stage_jobs(ctx: Context) -> list[Result]:
     for (name, p, _), done in timed.items():
         rows = job_results("jobs", name, n, [t for t, _ in done], p, Mix().keys,
                            with_target=p == 1)
-        if ctx.quick:
-            for row in rows:
-                row.note += "; --quick: the three jobs ran at the same time (CPU not per job)"
+        for row in rows:
+            row.note += ("; --quick: the three jobs ran at the same time (CPU not per job)"
+                         if ctx.quick else f"; {WARM_UP}")
         if name == "downsample" and p == 1:
             ctx.shared.downsample = JobRun(done[0][0], done[0][1],
                                            Spread.of([t.rate for t, _ in done]))

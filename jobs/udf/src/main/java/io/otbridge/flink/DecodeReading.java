@@ -1,5 +1,7 @@
 package io.otbridge.flink;
 
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Locale;
 import java.util.Map;
@@ -8,11 +10,14 @@ import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericRecord;
 import org.apache.avro.io.BinaryDecoder;
 import org.apache.avro.io.DecoderFactory;
+import org.apache.avro.util.Utf8;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.functions.FunctionContext;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.functions.TableFunction;
-import org.apache.flink.types.Row;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -26,16 +31,23 @@ import org.slf4j.LoggerFactory;
  * (Confluent wire format), fetched from the registry once per id and resolved against the
  * Reading schema. An unreachable registry is waited for, never a reason (the Python twin,
  * used by tools that show one record, says registry_unavailable).
+ *
+ * <p>Rows are emitted in Flink's internal format (RowData): each string goes from the record's
+ * UTF-8 bytes into the row as bytes, never through a java.lang.String and back.
  */
 @FunctionHint(
     output =
         @DataTypeHint(
-            "ROW<reason STRING, detail STRING, asset STRING, tag STRING, `value` DOUBLE,"
-                + " `text` STRING, unit STRING, quality STRING, seq BIGINT, connector STRING>"))
-public class DecodeReading extends TableFunction<Row> {
+            value =
+                "ROW<reason STRING, detail STRING, asset STRING, tag STRING, `value` DOUBLE,"
+                    + " `text` STRING, unit STRING, quality STRING, seq BIGINT,"
+                    + " connector STRING>",
+            bridgedTo = RowData.class))
+public class DecodeReading extends TableFunction<RowData> {
   private static final long serialVersionUID = 1L;
   private static final long NEGATIVE_TTL_MS = 10_000;
   private static final Logger LOG = LoggerFactory.getLogger(DecodeReading.class);
+  private static final byte[] GOOD = "GOOD".getBytes(StandardCharsets.UTF_8);
 
   private final String registryUrl;
   private final String userInfo;
@@ -117,15 +129,15 @@ public class DecodeReading extends TableFunction<Row> {
       dead("schema_mismatch", truncate("schema id " + schemaId + ": " + e));
       return;
     }
-    String assetS = str(r.get(asset));
-    String tagS = str(r.get(tag));
+    Object assetU = r.get(asset);
+    Object tagU = r.get(tag);
     Double v = (Double) r.get(value);
     if (v != null && v.isNaN()) {
-      dead("nan_value", assetS + " " + tagS + ": value is NaN");
+      dead("nan_value", assetU + " " + tagU + ": value is NaN");
       return;
     }
     if (v != null && v.isInfinite()) {
-      dead("inf_value", assetS + " " + tagS + ": value is " + (v > 0 ? "inf" : "-inf"));
+      dead("inf_value", assetU + " " + tagU + ": value is " + (v > 0 ? "inf" : "-inf"));
       return;
     }
     if (v != null && Math.abs(v) >= 0x1p63) { // no long holds it: a counter glitch
@@ -133,14 +145,14 @@ public class DecodeReading extends TableFunction<Row> {
           "out_of_range",
           String.format(
               Locale.ROOT, "%s %s: value %.3e is outside +/-2^63 (a counter glitch?)",
-              assetS, tagS, v));
+              assetU, tagU, v));
       return;
     }
-    String textS = str(r.get(text));
-    String qualityS = str(r.get(quality));
-    if (v == null && (textS == null || textS.isEmpty()) && "GOOD".equals(qualityS)) {
+    Object textU = r.get(text);
+    Object qualityU = r.get(quality);
+    if (v == null && (textU == null || textU.toString().isEmpty()) && isGood(qualityU)) {
       // BAD and UNCERTAIN readings may carry no value (a device that did not answer)
-      dead("empty_value", assetS + " " + tagS + ": a GOOD reading with no value");
+      dead("empty_value", assetU + " " + tagU + ": a GOOD reading with no value");
       return;
     }
     long ts = (Long) r.get(sourceTs);
@@ -151,24 +163,24 @@ public class DecodeReading extends TableFunction<Row> {
           String.format(
               Locale.ROOT,
               "%s %s: source_ts %d is %.0f s in the future",
-              assetS,
-              tagS,
+              assetU,
+              tagU,
               ts,
               (ts - now) / 1000.0));
       return;
     }
     collect(
-        Row.of(
+        GenericRowData.of(
             null,
             null,
-            assetS,
-            tagS,
+            sd(assetU),
+            sd(tagU),
             v,
-            textS,
-            str(r.get(unit)),
-            qualityS,
+            sd(textU),
+            sd(r.get(unit)),
+            sd(qualityU),
             (Long) r.get(seq),
-            str(r.get(connector))));
+            sd(r.get(connector))));
   }
 
   /**
@@ -207,11 +219,32 @@ public class DecodeReading extends TableFunction<Row> {
   }
 
   private void dead(String reason, String detail) {
-    collect(Row.of(reason, detail, null, null, null, null, null, null, null, null));
+    collect(
+        GenericRowData.of(
+            StringData.fromString(reason),
+            StringData.fromString(detail),
+            null, null, null, null, null, null, null, null));
   }
 
-  private static String str(Object o) {
-    return o == null ? null : o.toString();
+  /** A decoded Avro string as Flink's string: its UTF-8 bytes copied (the reader reuses them). */
+  private static StringData sd(Object o) {
+    if (o == null) {
+      return null;
+    }
+    if (o instanceof Utf8) {
+      Utf8 u = (Utf8) o;
+      return StringData.fromBytes(Arrays.copyOf(u.getBytes(), u.getByteLength()));
+    }
+    return StringData.fromString(o.toString());
+  }
+
+  private static boolean isGood(Object quality) {
+    if (quality instanceof Utf8) {
+      Utf8 u = (Utf8) quality;
+      return u.getByteLength() == GOOD.length
+          && Arrays.equals(u.getBytes(), 0, GOOD.length, GOOD, 0, GOOD.length);
+    }
+    return quality != null && "GOOD".equals(quality.toString());
   }
 
   private static String truncate(String s) {
